@@ -1,0 +1,69 @@
+# riskwatch — `make help` lists the targets; the ones a newcomer needs come first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= uv
+PY := $(UV) run --frozen
+PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
+GEN_STAMP := libs/riskwatch/v1/__init__.py
+
+.PHONY: help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+up: install proto assets ## Run the whole system embedded in one process on the sample video (no Kafka/Redis needed)
+	$(PY) python -m riskwatch_gateway
+
+up-streaming: install proto assets infra-up topics ## Start Kafka, Redis and every service as its own process
+	bash scripts/start_streaming_services.sh --all
+
+down: ## Stop whatever `make up*` started (services, then Kafka and Redis)
+	-bash scripts/stop_streaming_services.sh --all
+	bash deploy/local/infra.sh down
+
+test: install proto assets infra-up topics ## Run every test suite against real Kafka and Redis (what CI runs)
+	$(PY) pytest
+
+test-unit: install proto ## Fast tests only: no Kafka, Redis or end-to-end
+	$(PY) pytest -m "not infra and not e2e"
+
+install: ## Install system packages (apt), Kafka jars, grpcurl and the Python workspace (idempotent)
+	bash scripts/bootstrap.sh
+
+proto: $(GEN_STAMP) ## Generate Python code and type stubs from proto/ into libs/riskwatch/v1
+
+$(GEN_STAMP): $(PROTO_FILES)
+	rm -rf libs/riskwatch/v1 && mkdir -p libs/riskwatch/v1
+	$(PY) python -m grpc_tools.protoc -Iproto --python_out=libs --grpc_python_out=libs \
+		--mypy_out=libs --mypy_grpc_out=libs $(PROTO_FILES)
+	echo '"""Generated from proto/riskwatch/v1 by `make proto`; do not edit."""' > $@
+	$(PY) buf lint proto
+
+assets: ## Fetch the offline YOLO model and the sample video if absent
+	bash scripts/fetch_assets.sh
+
+models: assets ## Fetch the model weights and export them to ONNX
+
+infra-up: ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (idempotent)
+	bash deploy/local/infra.sh up
+
+infra-down: ## Stop local Kafka and Redis
+	bash deploy/local/infra.sh down
+
+topics: ## Create the Kafka topics from config/kafka.yaml (idempotent)
+	$(PY) python scripts/init_kafka_topics.py
+
+lint: proto ## Ruff and buf lint (checks only)
+	$(PY) ruff check .
+	$(PY) ruff format --check .
+	$(PY) buf lint proto
+
+typecheck: proto ## mypy in strict mode
+	$(PY) mypy libs/riskwatch services
+
+format: ## Format the code (changes files)
+	$(PY) ruff format .
+	$(PY) ruff check --fix .
+
+clean: ## Remove generated code and caches (keeps var/ data)
+	rm -rf libs/riskwatch/v1 .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,220 @@
+"""Apache Kafka event bus over confluent-kafka: idempotent acks=all producer, explicitly acknowledged consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer as _KafkaConsumer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from riskwatch.bus.base import Consumer, EventBus, Headers, OffsetTracker, Record
+from riskwatch.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Group crops make events larger than Kafka's 1 MB default; topics are created with the same limit.
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+def wait_for_broker(
+    bootstrap_servers: str, properties: dict[str, str], stop: threading.Event | None = None, max_backoff_s: float = 30.0
+) -> None:
+    """Block until the cluster answers a metadata request, logging each failed attempt and the next retry."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **properties})
+    backoff = 1.0
+    while True:
+        try:
+            admin.list_topics(timeout=5)
+            return
+        except KafkaException as exc:
+            if stop is not None and stop.is_set():
+                raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable ({exc})") from exc
+            log.warning(
+                "Failed to connect to Kafka at %s (%s); retrying in %.0f s",
+                bootstrap_servers,
+                exc.args[0] if exc.args else exc,
+                backoff,
+            )
+        if stop is not None and stop.wait(backoff):
+            raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable; stopped while waiting")
+        if stop is None:
+            threading.Event().wait(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+class KafkaBus(EventBus):
+    """One producer per bus, shared by every stage in the process; a poll thread completes deliveries."""
+
+    def __init__(self, bootstrap_servers: str, properties: dict[str, str] | None = None) -> None:
+        self._bootstrap = bootstrap_servers
+        self._properties = dict(properties or {})
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                **self._properties,
+            }
+        )
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll_deliveries, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self._bootstrap
+
+    def _poll_deliveries(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.1)
+
+    async def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, done, err, topic)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key.encode(), headers=list(headers), on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                await asyncio.sleep(0.05)  # local queue full: let the poll thread drain it
+        await done
+
+    def consumer(self, group: str, topics: list[str]) -> Consumer:
+        return KafkaConsumer(self._bootstrap, group, topics, self._properties)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.flush, 30)
+        self._closing.set()
+        await asyncio.to_thread(self._poller.join, 5)
+
+
+def _settle(future: asyncio.Future[None], err: KafkaError | None, topic: str) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(Unavailable(f"publish to {topic} failed: {err.str()}"))
+
+
+class KafkaConsumer(Consumer):
+    """Every call into librdkafka runs on one dedicated thread, so the event loop never blocks."""
+
+    def __init__(self, bootstrap_servers: str, group: str, topics: list[str], properties: dict[str, str]) -> None:
+        self._group = group
+        self._tracker = OffsetTracker()
+        self._lock = threading.Lock()  # tracker is touched by rebalance callbacks on the worker thread
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{group}")
+        self._consumer = _KafkaConsumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+                **properties,
+            }
+        )
+        self._positions: dict[tuple[str, int], int] = {}
+        self._consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._closed = False
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._commit_now(sync=True)
+        with self._lock:
+            self._tracker.forget([(p.topic, p.partition) for p in partitions])
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._tracker.forget([(p.topic, p.partition) for p in partitions])
+
+    def _consume(self, max_records: int, timeout_s: float) -> list[Record]:
+        batch: list[Record] = []
+        for msg in self._consumer.consume(max_records, timeout_s):
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka consumer %s: %s", self._group, err.str())
+                continue
+            ts_type, ts = msg.timestamp()
+            record = Record(
+                topic=msg.topic() or "",
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                key=msg.key(),
+                value=msg.value() or b"",
+                timestamp_ms=ts if ts_type else 0,
+                headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+            )
+            with self._lock:
+                self._tracker.delivered(record)
+            self._positions[(record.topic, record.partition)] = record.offset + 1
+            batch.append(record)
+        return batch
+
+    async def poll(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Record]:
+        if self._closed:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._consume, max_records, timeout_s)
+
+    def ack(self, record: Record) -> None:
+        with self._lock:
+            self._tracker.ack(record)
+
+    def _commit_now(self, sync: bool) -> None:
+        with self._lock:
+            ready = self._tracker.committable()
+        if not ready:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as exc:
+            # Not fatal: the records stay uncommitted and are redelivered; consumers are idempotent.
+            log.warning("Kafka commit for group %s failed (%s); will be redelivered", self._group, exc)
+
+    async def commit(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._commit_now, True)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        result = {}
+        for (topic, partition), position in list(self._positions.items()):
+            try:
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                result[(topic, partition)] = max(0, high - position)
+        return result
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._close_now)
+        self._closed = True
+        self._thread.shutdown(wait=True)
+
+    def _close_now(self) -> None:
+        self._commit_now(sync=True)
+        self._consumer.close()

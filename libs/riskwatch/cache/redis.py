@@ -1,0 +1,86 @@
+"""Redis cache over redis-py's asyncio client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from riskwatch.cache.base import Cache
+from riskwatch.errors import Unavailable
+
+
+class RedisCache(Cache):
+    """Every Redis failure surfaces as `Unavailable`, so callers degrade on one exception type."""
+
+    def __init__(self, url: str, prefix: str = "riskwatch:") -> None:
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10)
+        self._prefix = prefix
+        self._url = url
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value: bytes | None = await self._redis.get(self._k(key))
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        try:
+            await self._redis.set(self._k(key), value, ex=ttl_s)
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+    async def stream_add(self, key: str, value: bytes, maxlen: int) -> None:
+        try:
+            await self._redis.xadd(self._k(key), {"v": value}, maxlen=maxlen, approximate=False)
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+    async def stream_tail(self, key: str, count: int) -> list[bytes]:
+        try:
+            entries = await self._redis.xrevrange(self._k(key), count=count)
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+        return [fields[b"v"] for _id, fields in reversed(entries)]
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        try:
+            await self._redis.publish(self._k(channel), message)
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._k(channel))
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+        async def messages() -> AsyncIterator[bytes]:
+            try:
+                async for item in pubsub.listen():
+                    if item.get("type") == "message":
+                        yield item["data"]
+            except RedisError as exc:
+                raise Unavailable(f"Redis subscription lost ({exc})") from exc
+
+        try:
+            yield messages()
+        finally:
+            await pubsub.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except RedisError:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,52 @@
+"""The model of config/kafka.yaml: broker addresses, topics, consumer groups and stage tuning."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicConfig(_Frozen):
+    name: str = Field(min_length=1)
+    partitions: int = Field(default=16, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+
+
+class Topics(_Frozen):
+    detection_results: TopicConfig = TopicConfig(name="detection-results")
+    assessment_tasks: TopicConfig = TopicConfig(name="assessment-tasks")
+    risk_assessment_results: TopicConfig = TopicConfig(name="risk-assessment-results")
+    dead_letter_suffix: str = ".dlq"
+
+    def all(self) -> list[TopicConfig]:
+        """Every topic including the dead-letter ones (same partitions as their source)."""
+        main = [self.detection_results, self.assessment_tasks, self.risk_assessment_results]
+        dead = [t.model_copy(update={"name": self.dead_letter(t.name)}) for t in main]
+        return main + dead
+
+    def dead_letter(self, topic: str) -> str:
+        return topic + self.dead_letter_suffix
+
+
+class ConsumerGroups(_Frozen):
+    task_generator: str = "riskwatch-task-generator"
+    scheduler: str = "riskwatch-llm-scheduler"
+    aggregator: str = "riskwatch-aggregator"
+
+
+class SchedulerTuning(_Frozen):
+    max_concurrent_tasks: int = Field(default=200, ge=1, le=10_000)
+    task_deadline_s: float = Field(default=30.0, gt=0)
+
+
+class KafkaConfig(_Frozen):
+    bootstrap_servers: list[str] = ["127.0.0.1:9092"]
+    topics: Topics = Topics()
+    consumer_groups: ConsumerGroups = ConsumerGroups()
+    scheduler: SchedulerTuning = SchedulerTuning()
+    # librdkafka properties passed through to every client (e.g. security.protocol, sasl.*).
+    client_properties: dict[str, str] = {}

@@ -1,0 +1,59 @@
+"""Helpers around the protobuf events: ids, timestamps and decoding with clear errors."""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from riskwatch.errors import DecodeError
+from riskwatch.v1 import events_pb2
+
+M = TypeVar("M", bound=Message)
+
+RISK_ORDER = {
+    events_pb2.RISK_LEVEL_UNSPECIFIED: 0,
+    events_pb2.RISK_LEVEL_NONE: 1,
+    events_pb2.RISK_LEVEL_LOW: 2,
+    events_pb2.RISK_LEVEL_MEDIUM: 3,
+    events_pb2.RISK_LEVEL_HIGH: 4,
+}
+RISK_NAMES = {"none": 1, "low": 2, "medium": 3, "high": 4}
+
+
+def risk_level_name(level: int) -> str:
+    """'none', 'low', 'medium', 'high' (or 'unspecified')."""
+    return events_pb2.RiskLevel.Name(level).removeprefix("RISK_LEVEL_").lower()  # type: ignore[arg-type]
+
+
+def timestamp(seconds: float | None = None) -> Timestamp:
+    """A protobuf Timestamp for wall-clock `seconds` (now when omitted)."""
+    ts = Timestamp()
+    ts.FromNanoseconds(int((time.time() if seconds is None else seconds) * 1e9))
+    return ts
+
+
+def seconds(ts: Timestamp) -> float:
+    """Wall-clock seconds of a protobuf Timestamp."""
+    return ts.seconds + ts.nanos / 1e9
+
+
+def event_id(camera_id: str, frame_id: int) -> str:
+    return f"{camera_id}:{frame_id}"
+
+
+def task_id(event_id_: str, group_id: str) -> str:
+    return f"{event_id_}/{group_id}"
+
+
+def decode(message_type: type[M], data: bytes, *, what: str) -> M:
+    """Parse `data` as `message_type`, raising DecodeError that says what could not be decoded and why."""
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except (ProtobufDecodeError, ValueError, TypeError) as exc:
+        raise DecodeError(f"{what}: not a valid {message_type.__name__} ({exc})") from exc
+    return message

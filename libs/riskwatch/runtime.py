@@ -1,0 +1,28 @@
+"""Build the bus and cache a process uses: Kafka and Redis when streaming, in-memory when embedded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from riskwatch.bus import EventBus, InMemoryBus
+from riskwatch.bus.kafka import KafkaBus, wait_for_broker
+from riskwatch.cache import Cache, InMemoryCache, RedisCache
+from riskwatch.config import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+async def connect_bus(settings: CommonSettings) -> EventBus:
+    """The Kafka bus once the broker answers (waiting with backoff), or an in-memory bus when embedded."""
+    if not settings.enable_kafka_streaming:
+        return InMemoryBus(partitions=settings.kafka.topics.detection_results.partitions)
+    await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
+    log.info("Connected to Kafka at %s", settings.bootstrap_servers)
+    return KafkaBus(settings.bootstrap_servers, settings.kafka.client_properties)
+
+
+def make_cache(settings: CommonSettings) -> Cache:
+    if not settings.enable_kafka_streaming:
+        return InMemoryCache()
+    return RedisCache(settings.redis.url, settings.redis.key_prefix)

@@ -1,0 +1,32 @@
+"""Metrics every stage shares, and the Prometheus endpoint. Labels stay bounded: never a frame, task or key."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+
+KAFKA_CONSUMER_LAG = Gauge(
+    "kafka_consumer_lag",
+    "Messages between a consumer group's position and the end of the partition",
+    ["group", "topic", "partition"],
+)
+STAGE_RECORDS = Counter("riskwatch_stage_records_total", "Records handled by a stage", ["stage", "outcome"])
+DEAD_LETTERS = Counter("riskwatch_dead_letter_total", "Records sent to a dead-letter topic", ["source_topic"])
+END_TO_END_LATENCY = Histogram(
+    "riskwatch_end_to_end_latency_seconds",
+    "Frame capture to the point named by `stage`",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on `port` (0 disables it)."""
+    if port:
+        start_http_server(port, addr="0.0.0.0")
+        log.info("Prometheus metrics on :%d/metrics", port)

@@ -1,0 +1,60 @@
+"""Create riskwatch's Kafka topics (and their dead-letter topics) from config/kafka.yaml; safe to run again."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from riskwatch.bus.kafka import MAX_MESSAGE_BYTES, wait_for_broker
+from riskwatch.config import CommonSettings, load_settings
+from riskwatch.errors import ConfigError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config-dir", default=None, help="directory of kafka.yaml (default: config)")
+    parser.add_argument("--bootstrap-servers", default=None, help="override ALGO_KAFKA_BOOTSTRAP_SERVERS")
+    args = parser.parse_args()
+    try:
+        settings = load_settings(CommonSettings, args.config_dir)
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    servers = args.bootstrap_servers or settings.bootstrap_servers
+    wait_for_broker(servers, settings.kafka.client_properties)
+    admin = AdminClient({"bootstrap.servers": servers, **settings.kafka.client_properties})
+    existing = admin.list_topics(timeout=10).topics
+    wanted = settings.kafka.topics.all()
+    new = [
+        NewTopic(
+            t.name,
+            num_partitions=t.partitions,
+            replication_factor=t.replication_factor,
+            config={"retention.ms": str(t.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)},
+        )
+        for t in wanted
+        if t.name not in existing
+    ]
+    futures = admin.create_topics(new, operation_timeout=30) if new else {}
+    failed = 0
+    for topic in wanted:
+        if topic.name in existing:
+            partitions = len(existing[topic.name].partitions)
+            print(f"✓ Topic '{topic.name}' already exists ({partitions} partitions)")
+            continue
+        try:
+            futures[topic.name].result()
+            print(f"✓ Topic '{topic.name}' created ({topic.partitions} partitions)")
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                print(f"✓ Topic '{topic.name}' already exists")
+            else:
+                print(f"✗ Topic '{topic.name}' could not be created: {exc}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Start riskwatch's streaming services as real processes for end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+VIDEO = REPO / "var" / "data" / "vtest.avi"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@dataclass
+class Stack:
+    """One isolated pipeline: its own topics, consumer groups, Redis prefix and ports."""
+
+    log_dir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("gateway_grpc", "gateway_http", "detector_grpc", "llmsim"):
+            self.ports[name] = free_port()
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {t: f"{t}-{self.run_id}" for t in ("detection-results", "assessment-tasks", "risk-assessment-results")}
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"rw-{self.run_id}:"
+
+    def env(self) -> dict[str, str]:
+        t = self.topics
+        env = dict(os.environ)
+        env.update(
+            {
+                "ALGO_ENABLE_KAFKA_STREAMING": "true",
+                "ALGO_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+                "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__NAME": t["detection-results"],
+                "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__NAME": t["assessment-tasks"],
+                "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__NAME": t["risk-assessment-results"],
+                "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__PARTITIONS": "4",
+                "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__PARTITIONS": "4",
+                "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__PARTITIONS": "4",
+                "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": f"taskgen-{self.run_id}",
+                "ALGO_KAFKA__CONSUMER_GROUPS__SCHEDULER": f"scheduler-{self.run_id}",
+                "ALGO_KAFKA__CONSUMER_GROUPS__AGGREGATOR": f"aggregator-{self.run_id}",
+                "ALGO_REDIS__URL": REDIS_URL,
+                "ALGO_REDIS__KEY_PREFIX": self.redis_prefix,
+                "ALGO_METRICS_PORT": "0",
+                "ALGO_GRPC_PORT": str(self.ports["detector_grpc"]),
+                "ALGO_GATEWAY__GRPC_PORT": str(self.ports["gateway_grpc"]),
+                "ALGO_GATEWAY__HTTP_PORT": str(self.ports["gateway_http"]),
+                "ALGO_GATEWAY__DETECTOR_ADDRESS": f"127.0.0.1:{self.ports['detector_grpc']}",
+                "ALGO_CAMERAS__CAMERAS": "[]",
+                "ALGO_LLM_BASE_URL": f"http://127.0.0.1:{self.ports['llmsim']}/v1",
+                "YOLO_OFFLINE": "1",
+                "YOLO_AUTOINSTALL": "0",
+                "YOLO_CONFIG_DIR": str(REPO / "var" / "ultralytics"),
+            }
+        )
+        return env
+
+    def init_topics(self) -> None:
+        subprocess.run(
+            [sys.executable, "scripts/init_kafka_topics.py"],
+            cwd=REPO,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self, name: str, *args: str, port: str | None = None) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs[name] = proc
+        if port is not None:
+            wait_for_port(self.ports[port], timeout=120, proc=proc)
+        return proc
+
+    def start_all(self) -> None:
+        self.init_topics()
+        self.start(
+            "llmsim", "riskwatch_llmsim", "--port", str(self.ports["llmsim"]), "--latency-median", "0.2", port="llmsim"
+        )
+        self.start("aggregator", "riskwatch_aggregator")
+        self.start("llm-scheduler", "riskwatch_scheduler", "llm-scheduler")
+        self.start("task-generator", "riskwatch_scheduler", "task-generator")
+        self.start("detector", "riskwatch_detector", port="detector_grpc")
+        self.start("gateway", "riskwatch_gateway", port="gateway_grpc")
+        wait_for_port(self.ports["gateway_http"], proc=self.procs["gateway"])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.log_dir.glob("*.log"))
