@@ -81,7 +81,7 @@ class Stack:
                 "ALGO_GATEWAY__HTTP_PORT": str(self.ports["gateway_http"]),
                 "ALGO_GATEWAY__DETECTOR_ADDRESS": f"127.0.0.1:{self.ports['detector_grpc']}",
                 "ALGO_CAMERAS__CAMERAS": "[]",
-                "ALGO_LLM_BASE_URL": f"http://127.0.0.1:{self.ports['llmsim']}/v1",
+                "RW_LLM_BASE_URL": f"http://127.0.0.1:{self.ports['llmsim']}/v1",
                 "YOLO_OFFLINE": "1",
                 "YOLO_AUTOINSTALL": "0",
                 "YOLO_CONFIG_DIR": str(REPO / "var" / "ultralytics"),

@@ -1,0 +1,57 @@
+"""`python -m riskwatch_detector`: the detector's gRPC server as its own process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import grpc
+
+from riskwatch.bus import EventBus
+from riskwatch.cli import main
+from riskwatch.errors import ConfigError
+from riskwatch.lifecycle import run_until_signalled
+from riskwatch.runtime import connect_bus
+from riskwatch_detector.config import DetectorSettings
+from riskwatch_detector.server import create_server, set_serving
+from riskwatch_detector.service import Detector
+
+log = logging.getLogger("riskwatch_detector")
+
+
+class DetectorApp:
+    """Owns start and stop: model and batcher first, then the server; stop runs in reverse."""
+
+    def __init__(self, settings: DetectorSettings, bus: EventBus) -> None:
+        self._settings = settings
+        self.detector = Detector.from_settings(settings, bus)
+        self.server: grpc.aio.Server
+        self.server, self.port = create_server(settings, self.detector)
+
+    async def start(self) -> None:
+        await self.detector.start()
+        await self.server.start()
+        await set_serving(self.server, True)
+        log.info("detector serving gRPC on %s:%d", self._settings.grpc_host, self.port)
+
+    async def stop(self) -> None:
+        await set_serving(self.server, False)
+        await self.server.stop(self._settings.shutdown_grace_s)
+        await self.detector.stop()
+
+
+async def run(settings: DetectorSettings) -> None:
+    bus = await connect_bus(settings)
+    try:
+        try:
+            app = DetectorApp(settings, bus)
+        except ConfigError as exc:
+            print(f"riskwatch_detector: invalid configuration:\n{exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
+        await run_until_signalled(app)
+    finally:
+        await bus.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(DetectorSettings, run, "riskwatch_detector"))

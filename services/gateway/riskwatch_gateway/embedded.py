@@ -1,0 +1,91 @@
+"""Embedded mode: every stage in this one process over the in-memory bus and cache — no Kafka, no Redis."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlparse
+
+from riskwatch.bus import InMemoryBus
+from riskwatch.cache import InMemoryCache
+from riskwatch.config import load_settings
+from riskwatch.lifecycle import Service, run_until_signalled
+from riskwatch_aggregator.app import AggregatorApp
+from riskwatch_aggregator.config import AggregatorSettings
+from riskwatch_detector.config import DetectorSettings
+from riskwatch_detector.service import Detector
+from riskwatch_llmsim import SimulatorConfig, start_simulator
+from riskwatch_llmsim.server import RunningSimulator
+from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
+from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.keys_config import ApiKeysConfig, load_api_keys
+
+from riskwatch_gateway.config import GatewaySettings
+from riskwatch_gateway.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedSystem:
+    """The same stage objects as streaming mode, sharing one in-memory bus and cache."""
+
+    def __init__(self, settings: GatewaySettings, config_dir: Path | None = None) -> None:
+        directory = config_dir or settings.config_dir
+        self.settings = settings
+        self.bus = InMemoryBus(partitions=settings.kafka.topics.detection_results.partitions)
+        self.cache = InMemoryCache()
+        scheduler_settings = load_settings(SchedulerSettings, directory)
+        self.simulator_config, self.simulator_port = simulator_for(load_api_keys(scheduler_settings.api_keys_file))
+        self.simulator: RunningSimulator | None = None
+        self.aggregator = AggregatorApp(load_settings(AggregatorSettings, directory), self.bus, self.cache)
+        self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings))
+        self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus)
+        self.detector = Detector.from_settings(load_settings(DetectorSettings, directory), self.bus)
+        self.gateway = Gateway(settings, self.detector, self.cache)
+        # Started in this order, stopped in reverse: consumers are ready before anything produces.
+        self._services: list[Service] = [
+            self.aggregator,
+            self.scheduler,
+            self.task_generator,
+            self.detector,
+            self.gateway,
+        ]
+
+    async def start(self) -> None:
+        if self.settings.gateway.embedded_llm_simulator:
+            self.simulator = await start_simulator(self.simulator_config, port=self.simulator_port)
+            log.info(
+                "LLM simulator at %s (set gateway.embedded_llm_simulator: false to use a real LLM)",
+                self.simulator.base_url,
+            )
+        for service in self._services:
+            await service.start()
+        http = f"{self.settings.gateway.http_host}:{self.gateway.http_port}"
+        print(
+            f"riskwatch is running (embedded mode).\n"
+            f"  dashboard  http://{http}/\n"
+            f"  WebSocket  ws://{http}/ws\n"
+            f"  gRPC       {self.settings.gateway.grpc_host}:{self.gateway.grpc_port} "
+            f"(grpcurl -plaintext {self.settings.gateway.grpc_host}:{self.gateway.grpc_port} list)\n"
+            f"Stop with Ctrl+C.",
+            flush=True,
+        )
+
+    async def stop(self) -> None:
+        for service in reversed(self._services):
+            await service.stop()
+        if self.simulator is not None:
+            await self.simulator.stop()
+        await self.bus.close()
+        await self.cache.close()
+
+
+def simulator_for(api_keys: ApiKeysConfig) -> tuple[SimulatorConfig, int]:
+    """A simulator that knows the configured keys and listens where `default_base_url` points."""
+    url = urlparse(api_keys.default_base_url)
+    keys = {key.id: key.api_key for key in api_keys.keys}
+    return SimulatorConfig(keys=keys), url.port or 80
+
+
+async def run_embedded(settings: GatewaySettings) -> None:
+    await run_until_signalled(EmbeddedSystem(settings))

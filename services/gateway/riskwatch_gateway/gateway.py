@@ -1,0 +1,144 @@
+"""The Gateway: one object that owns the cameras, the risk feed, the fan-out and both servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Generator
+from typing import Any
+
+import grpc
+import uvicorn
+from riskwatch.cache import Cache
+
+from riskwatch_gateway.cameras import CameraRegistry
+from riskwatch_gateway.config import GatewaySettings
+from riskwatch_gateway.detect import Detect
+from riskwatch_gateway.fanout import Hub, Update, UpdateKind
+from riskwatch_gateway.grpc_api import GatewayServicer
+from riskwatch_gateway.riskfeed import RiskFeed
+from riskwatch_gateway.server import create_server, set_serving
+from riskwatch_gateway.web import WebApp
+
+log = logging.getLogger(__name__)
+
+
+class _UvicornInLoop(uvicorn.Server):
+    """uvicorn sharing the gateway's event loop; signals stay with the process's lifecycle helper."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, detector: Detect, cache: Cache) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.cache = cache
+        config = settings.gateway
+        self.hub = Hub()
+        self.cameras = CameraRegistry(config, detector, self.hub)
+        self.feed = RiskFeed(cache, self.hub, self.cameras.ids)
+        self.web = WebApp(config, self.cameras, self.feed, self.hub, extra_routes=self._extra_routes())
+        self._servicer = GatewayServicer(config, self.cameras, self.feed, self.hub)
+        self._grpc: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._http: _UvicornInLoop | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._tickers: list[asyncio.Task[None]] = []
+        self._grpc_port = 0
+        self._http_port = 0
+
+    def _extra_routes(self) -> list[Any]:
+        return []
+
+    @property
+    def grpc_port(self) -> int:
+        return self._grpc_port
+
+    @property
+    def http_port(self) -> int:
+        return self._http_port
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_display_host(self.settings.gateway.http_host)}:{self._http_port}"
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://{_display_host(self.settings.gateway.http_host)}:{self._http_port}/ws"
+
+    async def start(self) -> None:
+        config = self.settings.gateway
+        # 1. cameras from config/cameras.yaml
+        for camera in self.settings.camera_list:
+            self.cameras.add(camera)
+        # 2. risk-state, alert and health feed from the cache, plus heartbeats and status refreshes
+        self.feed.start()
+        self._tickers = [
+            asyncio.create_task(self._heartbeats(config.heartbeat_interval_s), name="heartbeats"),
+            asyncio.create_task(self._status_refresh(config.status_interval_s), name="camera-status"),
+        ]
+        # 3. gRPC
+        self._grpc, self._grpc_port, self._health = create_server(config, self._servicer)
+        await self._grpc.start()
+        await set_serving(self._health, True)
+        # 4. HTTP and WebSocket
+        sock = socket.socket(socket.AF_INET6 if ":" in config.http_host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.http_host, config.http_port))
+        self._http_port = sock.getsockname()[1]
+        self._http = _UvicornInLoop(uvicorn.Config(
+            self.web.app, log_level="warning", lifespan="off", access_log=False,
+            ws_max_size=1024 * 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=3,
+        ))
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("gateway ready: gRPC on %s:%d, HTTP/WebSocket on %s", config.grpc_host, self._grpc_port,
+                 self.http_url)
+
+    async def stop(self) -> None:
+        # Reverse order: say we are going, stop HTTP/WebSocket, then gRPC, the feed, the cameras.
+        self.web.serving = False
+        if self._health is not None:
+            await set_serving(self._health, False)
+        if self._http is not None and self._http_task is not None:
+            await self.web.close_sessions()
+            self._http.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        for task in self._tickers:
+            task.cancel()
+        await asyncio.gather(*self._tickers, return_exceptions=True)
+        await self.feed.stop()
+        await self.cameras.stop_all()
+        log.info("gateway stopped")
+
+    async def _heartbeats(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.hub.publish(Update(UpdateKind.HEARTBEAT, payload={
+                "type": "heartbeat", "time": round(time.time(), 3), "cameras": len(self.cameras.ids()),
+            }))
+
+    async def _status_refresh(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for camera in self.cameras.all():
+                camera.check_idle()
+                camera.publish_status()
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)

@@ -1,0 +1,107 @@
+"""The GatewayService servicer: domain logic only; errors become status codes in server.ErrorInterceptor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from riskwatch.errors import InvalidFrame, RiskwatchError
+from riskwatch.v1 import detector_pb2, gateway_pb2, gateway_pb2_grpc
+
+from riskwatch_gateway import metrics
+from riskwatch_gateway.cameras import CameraRegistry, parse_camera
+from riskwatch_gateway.config import GatewayConfig
+from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, UpdateKind
+from riskwatch_gateway.riskfeed import RiskFeed
+
+log = logging.getLogger(__name__)
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, settings: GatewayConfig, cameras: CameraRegistry, feed: RiskFeed, hub: Hub) -> None:
+        self._settings = settings
+        self._cameras = cameras
+        self._feed = feed
+        self._hub = hub
+
+    async def PushFrames(
+        self, request_iterator: AsyncIterator[gateway_pb2.PushFramesRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.PushFramesResponse]:
+        async for request in request_iterator:
+            frame = request.frame
+            try:
+                event = await self._cameras.push_target(frame.camera_id).push(frame)
+            except RiskwatchError as exc:
+                # One bad frame (or a detector hiccup) answers with an error; the stream stays open.
+                if not isinstance(exc, InvalidFrame):
+                    log.warning("push camera %s frame %d: %s", frame.camera_id, frame.frame_id, exc,
+                                extra={"camera_id": frame.camera_id})
+                yield gateway_pb2.PushFramesResponse(
+                    error=detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id,
+                                                  message=str(exc))
+                )
+                continue
+            yield gateway_pb2.PushFramesResponse(event=event)
+
+    async def WatchCamera(
+        self, request: gateway_pb2.WatchCameraRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.WatchCameraResponse]:
+        camera_id = request.camera_id
+        self._cameras.get(camera_id)
+        subscriber = Subscriber(
+            ClientQueue(self._settings.client_queue_size, self._settings.client_max_backlog,
+                        metrics.GRPC_WATCH_DROPPED),
+            detections=request.include_detections,
+        )
+        subscriber.cameras = {camera_id}
+        subscriber.broadcasts = False
+        # Subscribe before reading the current state, so no change between the two is lost.
+        self._hub.add(subscriber)
+        metrics.GRPC_WATCHERS.inc()
+        try:
+            state = await self._feed.current_state(camera_id)
+            subscriber.note_sent(state)
+            yield gateway_pb2.WatchCameraResponse(risk_state=state)
+            while True:
+                try:
+                    update = await subscriber.next()
+                except ClientTooSlow:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        "this WatchCamera stream fell too far behind; watch again")
+                if update.kind is UpdateKind.DETECTIONS and update.detection is not None:
+                    yield gateway_pb2.WatchCameraResponse(detections=update.detection)
+                elif update.kind is UpdateKind.RISK_STATE and update.risk_state is not None:
+                    yield gateway_pb2.WatchCameraResponse(risk_state=update.risk_state)
+                elif update.kind is UpdateKind.CAMERA_STATUS and (update.camera_extra or {}).get("removed"):
+                    return
+        finally:
+            self._hub.discard(subscriber)
+            metrics.GRPC_WATCHERS.dec()
+
+    async def ListCameras(
+        self, request: gateway_pb2.ListCamerasRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListCamerasResponse:
+        return gateway_pb2.ListCamerasResponse(cameras=[camera.info() for camera in self._cameras.all()])
+
+    async def AddCamera(
+        self, request: gateway_pb2.AddCameraRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.AddCameraResponse:
+        fields: dict[str, object] = {"id": request.camera.camera_id, "source": request.camera.source,
+                                     "loop": request.camera.loop}
+        if request.camera.fps:
+            fields["fps"] = request.camera.fps
+        camera = self._cameras.add(parse_camera(fields))
+        return gateway_pb2.AddCameraResponse(camera=camera.info())
+
+    async def RemoveCamera(
+        self, request: gateway_pb2.RemoveCameraRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RemoveCameraResponse:
+        await self._cameras.remove(request.camera_id)
+        return gateway_pb2.RemoveCameraResponse()
+
+    async def GetCameraState(
+        self, request: gateway_pb2.GetCameraStateRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetCameraStateResponse:
+        self._cameras.get(request.camera_id)
+        return gateway_pb2.GetCameraStateResponse(state=await self._feed.current_state(request.camera_id))

@@ -1,0 +1,166 @@
+"""JSON forms of the protobuf messages, as the WebSocket protocol and REST API send them (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from riskwatch.events import risk_level_name, seconds
+from riskwatch.v1 import events_pb2, gateway_pb2
+
+_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@]*)@")
+
+
+def redact_source(source: str) -> str:
+    """A source URL with any password replaced, so credentials never reach clients or logs."""
+
+    def hide(match: re.Match[str]) -> str:
+        user = match.group(2).split(":", 1)[0]
+        return f"{match.group(1)}{user}:***@"
+
+    return _CREDENTIALS.sub(hide, source)
+
+
+def _time(ts: Timestamp) -> float | None:
+    """Epoch seconds, or None for an unset timestamp."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return round(seconds(ts), 6)
+
+
+def _box(box: events_pb2.BoundingBox) -> list[float]:
+    return [round(box.x1, 1), round(box.y1, 1), round(box.x2, 1), round(box.y2, 1)]
+
+
+def category_name(category: int) -> str:
+    return events_pb2.Category.Name(category).removeprefix("CATEGORY_").lower()  # type: ignore[arg-type]
+
+
+def _features(features: events_pb2.GroupFeatures) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "vehicles": features.vehicles,
+        "pedestrians": features.pedestrians,
+        "two_wheelers": features.two_wheelers,
+        "others": features.others,
+        "density": round(features.density, 4),
+    }
+    if features.HasField("min_ped_vehicle_distance"):
+        out["min_ped_vehicle_distance"] = round(features.min_ped_vehicle_distance, 4)
+    if features.HasField("min_spacing"):
+        out["min_spacing"] = round(features.min_spacing, 4)
+    return out
+
+
+def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "detections",
+        "camera_id": event.camera_id,
+        "frame_id": event.frame_id,
+        "event_id": event.event_id,
+        "capture_time": _time(event.capture_time),
+        "image_width": event.image_width,
+        "image_height": event.image_height,
+        "detector_latency_ms": round(event.detector_latency_ms, 2),
+        "model": event.model,
+        "detections": [
+            {
+                "track_id": d.track_id,
+                "class_name": d.class_name,
+                "category": category_name(d.category),
+                "confidence": round(d.confidence, 3),
+                "box": _box(d.box),
+            }
+            for d in event.detections
+        ],
+        "groups": [
+            {
+                "group_id": g.group_id,
+                "member_track_ids": list(g.member_track_ids),
+                "box": _box(g.box),
+                "features": _features(g.features),
+            }
+            for g in event.groups
+        ],
+    }
+    if frame_jpeg is not None:
+        out["frame_jpeg_b64"] = base64.b64encode(frame_jpeg).decode("ascii")
+    return out
+
+
+def verdict_json(verdict: events_pb2.Verdict) -> dict[str, Any]:
+    return {
+        "risk_level": risk_level_name(verdict.risk_level),
+        "risk_types": list(verdict.risk_types),
+        "description": verdict.description,
+        "confidence": round(verdict.confidence, 3),
+        "involved_track_ids": list(verdict.involved_track_ids),
+    }
+
+
+def risk_state_json(state: events_pb2.CameraRiskState) -> dict[str, Any]:
+    return {
+        "type": "risk_state",
+        "camera_id": state.camera_id,
+        "version": state.version,
+        "max_level": risk_level_name(state.max_level),
+        "updated_time": _time(state.updated_time),
+        "last_task_id": state.last_task_id,
+        "groups": [
+            {
+                "group_id": g.group_id,
+                **verdict_json(g.verdict),
+                "member_track_ids": list(g.member_track_ids),
+                "since": _time(g.since),
+                "capture_time": _time(g.capture_time),
+                "task_id": g.task_id,
+            }
+            for g in state.groups
+        ],
+    }
+
+
+def alert_json(result: events_pb2.AssessmentResult, replay: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "alert",
+        "camera_id": result.camera_id,
+        "task_id": result.task_id,
+        "event_id": result.event_id,
+        "frame_id": result.frame_id,
+        "group_id": result.group_id,
+        "member_track_ids": list(result.member_track_ids),
+        "capture_time": _time(result.capture_time),
+        "completed_time": _time(result.completed_time),
+        "model": result.model,
+        "key_id": result.key_id,
+        "llm_latency_ms": round(result.llm_latency_ms, 1),
+        "attempts": result.attempts,
+        "replay": replay,
+    }
+    if result.HasField("verdict"):
+        out.update(verdict_json(result.verdict))
+    elif result.HasField("failure"):
+        out["failure"] = {
+            "kind": events_pb2.FailureKind.Name(result.failure.kind).removeprefix("FAILURE_KIND_").lower(),
+            "message": result.failure.message,
+        }
+    return out
+
+
+def status_name(status: int) -> str:
+    return gateway_pb2.CameraStatus.Name(status).removeprefix("CAMERA_STATUS_").lower()  # type: ignore[arg-type]
+
+
+def camera_json(info: gateway_pb2.CameraInfo, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "camera_id": info.camera.camera_id,
+        "source": redact_source(info.camera.source),
+        "fps": info.camera.fps,
+        "loop": info.camera.loop,
+        "status": status_name(info.status),
+        "measured_fps": round(info.measured_fps, 2),
+    }
+    if extra:
+        out.update(extra)
+    return out

@@ -1,0 +1,59 @@
+"""The command line builds the configuration from flags and serves until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+
+import aiohttp
+import pytest
+
+from riskwatch_llmsim.__main__ import build_parser, config_from_args, main
+
+
+def test_flags_become_configuration() -> None:
+    args = build_parser().parse_args(
+        [
+            "--keys", "key-001=sim-key-001,key-002=sim-key-002",
+            "--qps", "5", "--rpm", "0", "--seed", "4", "--fault-5xx", "0.1",
+            "--revoked", "key-002", "--latency-median", "0.2", "--invalid-json-modes", "prose,fenced",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert sorted(config.keys) == ["key-001", "key-002"]
+    assert config.keys["key-001"].get_secret_value() == "sim-key-001"
+    assert (config.qps, config.rpm, config.seed, config.fault_5xx) == (5, None, 4, 0.1)
+    assert config.policy_for("key-002").revoked
+    assert config.latency_median_s == 0.2
+    assert [mode.value for mode in config.invalid_json_modes] == ["prose", "fenced"]
+
+
+def test_invalid_flags_exit_2_without_echoing_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--keys", "key-001=tok-SECRET,key-002=tok-SECRET"]) == 2
+    assert main(["--fault-5xx", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "tok-SECRET" not in err
+    assert "fault_5xx" in err
+
+
+async def test_serves_until_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "riskwatch_llmsim", "--port", "0", "--latency-median", "0",
+        "--keys", "key-001=sim-key-001",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stderr.readline(), timeout=10)).decode()
+        match = re.search(r"listening on (http://\S+)/v1", line)
+        assert match, line
+        async with aiohttp.ClientSession() as session, session.get(match.group(1) + "/healthz") as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,128 @@
+"""LLM scheduler: one AssessmentResult per AssessmentTask, calling the vision LLM through the key pool."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from riskwatch import events
+from riskwatch.bus import Outgoing, Record
+from riskwatch.errors import DecodeError
+from riskwatch.telemetry.metrics import END_TO_END_LATENCY
+from riskwatch.v1 import events_pb2
+
+from riskwatch_scheduler.llm_client import Assessment, LlmClient
+
+log = logging.getLogger(__name__)
+
+TASKS_IN_FLIGHT = Gauge("riskwatch_tasks_in_flight", "Assessment tasks the scheduler is working on")
+TASK_OUTCOMES = Counter("riskwatch_task_outcomes_total", "Assessment tasks by outcome", ["outcome"])
+
+_FAILURE_KINDS = {
+    "deadline_exceeded": events_pb2.FAILURE_KIND_DEADLINE_EXCEEDED,
+    "invalid_reply": events_pb2.FAILURE_KIND_INVALID_REPLY,
+    "no_usable_keys": events_pb2.FAILURE_KIND_NO_USABLE_KEYS,
+    "llm_error": events_pb2.FAILURE_KIND_LLM_ERROR,
+}
+
+
+def decode_task(record: Record) -> events_pb2.AssessmentTask:
+    task = events.decode(events_pb2.AssessmentTask, record.value, what=record.where)
+    if not task.task_id or not task.camera_id:
+        raise DecodeError(f"{record.where}: AssessmentTask without task_id or camera_id")
+    return task
+
+
+def features_of(task: events_pb2.AssessmentTask) -> dict[str, Any]:
+    """The group's features as the prompt shows them to the LLM."""
+    f = task.features
+    return {
+        "camera_id": task.camera_id,
+        "group_id": task.group_id,
+        "member_track_ids": list(task.member_track_ids),
+        "vehicles": f.vehicles,
+        "pedestrians": f.pedestrians,
+        "two_wheelers": f.two_wheelers,
+        "others": f.others,
+        "min_ped_vehicle_distance": round(f.min_ped_vehicle_distance, 3)
+        if f.HasField("min_ped_vehicle_distance")
+        else None,
+        "density": round(f.density, 3),
+        "min_spacing": round(f.min_spacing, 3) if f.HasField("min_spacing") else None,
+    }
+
+
+class LlmScheduler:
+    """Stage handler: AssessmentTask in, exactly one AssessmentResult out (a verdict or a typed failure)."""
+
+    def __init__(self, llm: LlmClient, results_topic: str) -> None:
+        self._llm = llm
+        self._topic = results_topic
+
+    async def handle(self, record: Record) -> Sequence[Outgoing]:
+        task = decode_task(record)
+        result = await self.assess(task)
+        return [Outgoing(self._topic, task.camera_id, result.SerializeToString())]
+
+    async def assess(self, task: events_pb2.AssessmentTask) -> events_pb2.AssessmentResult:
+        remaining = events.seconds(task.deadline) - time.time()
+        if remaining <= 0:
+            TASK_OUTCOMES.labels("expired").inc()
+            return self._result(task, failure=("deadline_exceeded", "task expired before it was started"))
+        TASKS_IN_FLIGHT.inc()
+        try:
+            assessment = await self._llm.assess(
+                camera_id=task.camera_id,
+                features=features_of(task),
+                crop_jpeg=task.crop_jpeg,
+                deadline=time.monotonic() + remaining,
+            )
+        finally:
+            TASKS_IN_FLIGHT.dec()
+        TASK_OUTCOMES.labels("assessed" if assessment.verdict else assessment.failure_kind or "failed").inc()
+        return self._result(task, assessment=assessment)
+
+    def _result(
+        self,
+        task: events_pb2.AssessmentTask,
+        assessment: Assessment | None = None,
+        failure: tuple[str, str] | None = None,
+    ) -> events_pb2.AssessmentResult:
+        result = events_pb2.AssessmentResult(
+            task_id=task.task_id,
+            event_id=task.event_id,
+            camera_id=task.camera_id,
+            frame_id=task.frame_id,
+            group_id=task.group_id,
+            capture_time=task.capture_time,
+            member_track_ids=task.member_track_ids,
+            completed_time=events.timestamp(),
+        )
+        if assessment is not None:
+            result.model = assessment.model
+            result.key_id = assessment.key_id or ""
+            result.llm_latency_ms = assessment.latency_s * 1000
+            result.attempts = assessment.attempts
+            if assessment.verdict is not None:
+                v = assessment.verdict
+                result.verdict.CopyFrom(
+                    events_pb2.Verdict(
+                        risk_level=events.RISK_NAMES[v.risk_level],
+                        risk_types=v.risk_types,
+                        description=v.description,
+                        confidence=v.confidence,
+                        involved_track_ids=v.involved_track_ids,
+                    )
+                )
+            else:
+                failure = (assessment.failure_kind or "llm_error", assessment.failure_message or "")
+        if failure is not None:
+            kind, message = failure
+            result.failure.CopyFrom(
+                events_pb2.Failure(kind=_FAILURE_KINDS.get(kind, events_pb2.FAILURE_KIND_LLM_ERROR), message=message)
+            )
+        END_TO_END_LATENCY.labels("assessed").observe(time.time() - events.seconds(task.capture_time))
+        return result
