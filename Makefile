@@ -6,7 +6,7 @@ PY := $(UV) run --frozen
 PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
 GEN_STAMP := libs/riskwatch/v1/__init__.py
 
-.PHONY: help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+.PHONY: bench bench-scheduler help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ assets: ## Fetch the offline YOLO model and the sample video if absent
 	bash scripts/fetch_assets.sh
 
 models: assets ## Fetch the model weights and export them to ONNX
+
+bench-scheduler: install proto infra-up ## Key pool + scheduler at 120 tasks/s for 60 s against 10 keys x 10 QPS → bench-results/scheduler.json
+	PYTHONPATH=. $(PY) python services/scheduler/bench/bench_scheduler.py $(BENCH_ARGS)
 
 infra-up: ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (idempotent)
 	bash deploy/local/infra.sh up

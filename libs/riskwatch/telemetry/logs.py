@@ -39,5 +39,5 @@ def configure(level: str = "INFO", json_lines: bool = False, file: Path | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "aiohttp.access", "urllib3"):
+    for noisy in ("httpx", "httpx2", "openai", "aiohttp.access", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

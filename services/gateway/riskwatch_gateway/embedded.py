@@ -14,14 +14,13 @@ from riskwatch_aggregator.app import AggregatorApp
 from riskwatch_aggregator.config import AggregatorSettings
 from riskwatch_detector.config import DetectorSettings
 from riskwatch_detector.service import Detector
+from riskwatch_gateway.config import GatewaySettings
+from riskwatch_gateway.gateway import Gateway
 from riskwatch_llmsim import SimulatorConfig, start_simulator
 from riskwatch_llmsim.server import RunningSimulator
 from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.keys_config import ApiKeysConfig, load_api_keys
-
-from riskwatch_gateway.config import GatewaySettings
-from riskwatch_gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
