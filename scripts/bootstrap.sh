@@ -21,7 +21,7 @@ BIN_DIR="$CACHE_DIR/bin"
 GRPCURL_VERSION="v1.9.4"
 KAFKA_VERSION="${RW_KAFKA_VERSION:-4.1.1}"
 KAFKA_LIB="$CACHE_DIR/kafka-$KAFKA_VERSION/lib"
-APT_PACKAGES=(redis-server prometheus kcat chromium chromium-driver)
+APT_PACKAGES=(redis-server prometheus kcat chromium chromium-driver nodejs npm)
 
 do_apt=1 do_uv=1 do_grpcurl=1 do_kafka=1 do_sync=1
 for arg in "$@"; do

@@ -12,7 +12,6 @@ from riskwatch.lifecycle import run_until_signalled
 from riskwatch.runtime import make_cache
 from riskwatch.telemetry import logs
 from riskwatch.telemetry.metrics import serve as serve_metrics
-
 from riskwatch_gateway.config import GatewaySettings
 from riskwatch_gateway.detect import DetectorClient
 from riskwatch_gateway.gateway import Gateway
@@ -21,12 +20,14 @@ from riskwatch_gateway.gateway import Gateway
 def where_to_watch(gateway: Gateway) -> str:
     host = gateway.settings.gateway.grpc_host
     host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "::") else host
-    return "\n".join([
-        f"  dashboard:  {gateway.http_url}/",
-        f"  WebSocket:  {gateway.websocket_url}   (send {{\"type\":\"subscribe\",\"cameras\":\"*\"}})",
-        f"  REST:       {gateway.http_url}/api/cameras",
-        f"  gRPC:       {host}:{gateway.grpc_port}   (grpcurl -plaintext {host}:{gateway.grpc_port} list)",
-    ])
+    return "\n".join(
+        [
+            f"  dashboard:  {gateway.http_url}/",
+            f'  WebSocket:  {gateway.websocket_url}   (send {{"type":"subscribe","cameras":"*"}})',
+            f"  REST:       {gateway.http_url}/api/cameras",
+            f"  gRPC:       {host}:{gateway.grpc_port}   (grpcurl -plaintext {host}:{gateway.grpc_port} list)",
+        ]
+    )
 
 
 async def run_streaming(settings: GatewaySettings) -> None:
@@ -37,8 +38,9 @@ async def run_streaming(settings: GatewaySettings) -> None:
     class _Service:
         async def start(self) -> None:
             await gateway.start()
-            print(f"riskwatch gateway (streaming; detector at {detector.address}):\n{where_to_watch(gateway)}",
-                  flush=True)
+            print(
+                f"riskwatch gateway (streaming; detector at {detector.address}):\n{where_to_watch(gateway)}", flush=True
+            )
 
         async def stop(self) -> None:
             await gateway.stop()

@@ -11,14 +11,15 @@ from collections import deque
 from collections.abc import Callable
 
 from pydantic import ValidationError
+
 from riskwatch.errors import InvalidFrame, RiskwatchError, UnknownCamera
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
-
 from riskwatch_gateway import metrics
 from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind
 from riskwatch_gateway.detect import Detect
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
+from riskwatch_gateway.messages import redact_source
 from riskwatch_gateway.sources import CapturedFrame, CaptureThread, EncodeOptions, SourceState, preview_from_jpeg
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,9 @@ class Camera:
         self._thread: CaptureThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_frame_at = 0.0
-        self._options = EncodeOptions(settings.jpeg_quality, settings.preview_max_side,
-                                      settings.preview_jpeg_quality)
+        self._frames_detected = 0
+        self._frames_dropped = 0
+        self._options = EncodeOptions(settings.jpeg_quality, settings.preview_max_side, settings.preview_jpeg_quality)
 
     @property
     def camera_id(self) -> str:
@@ -102,7 +104,9 @@ class Camera:
         self._set_state(SourceState.RECONNECTING, "connecting")
         self._task = asyncio.create_task(self._detect_loop(), name=f"detect-{self.camera_id}")
         self._thread = CaptureThread(
-            self.config, fps=self.fps, options=self._options,
+            self.config,
+            fps=self.fps,
+            options=self._options,
             on_frame=self._from_thread(self._on_frame),
             on_state=self._from_thread_state,
             wants_preview=lambda: self._hub.wants_frames(self.camera_id),
@@ -175,18 +179,23 @@ class Camera:
         fps = self.measured_fps
         metrics.CAMERA_FPS.labels(self.camera_id).set(fps)
         return gateway_pb2.CameraInfo(
-            camera=gateway_pb2.Camera(camera_id=self.camera_id, source=self.config.source, fps=self.fps,
-                                      loop=self.config.loop),
+            camera=gateway_pb2.Camera(
+                camera_id=self.camera_id, source=redact_source(self.config.source), fps=self.fps, loop=self.config.loop
+            ),
             status=_STATUS[self._state],
             measured_fps=fps,
         )
 
     def status_extra(self) -> dict[str, object]:
-        return {"error": self._error} if self._error else {}
+        extra: dict[str, object] = {"frames_detected": self._frames_detected, "frames_dropped": self._frames_dropped}
+        if self._error:
+            extra["error"] = self._error
+        return extra
 
     def publish_status(self) -> None:
-        self._hub.publish(Update(UpdateKind.CAMERA_STATUS, self.camera_id, camera=self.info(),
-                                 camera_extra=self.status_extra()))
+        self._hub.publish(
+            Update(UpdateKind.CAMERA_STATUS, self.camera_id, camera=self.info(), camera_extra=self.status_extra())
+        )
 
     # ---- frames ----------------------------------------------------------------------------------
     def _next_frame_id(self, capture_time: float) -> int:
@@ -200,6 +209,7 @@ class Camera:
         self._count_frame()
         metrics.FRAMES.labels(self.camera_id, "captured").inc()
         if self._slot.put(frame):
+            self._frames_dropped += 1
             metrics.FRAMES.labels(self.camera_id, "dropped_busy").inc()
 
     async def _detect_loop(self) -> None:
@@ -214,11 +224,21 @@ class Camera:
             try:
                 await self.detect(frame, captured.preview_jpeg)
             except InvalidFrame as exc:
-                log.warning("camera %s frame %d: invalid frame: %s", self.camera_id, frame.frame_id, exc,
-                            extra={"camera_id": self.camera_id})
+                log.warning(
+                    "camera %s frame %d: invalid frame: %s",
+                    self.camera_id,
+                    frame.frame_id,
+                    exc,
+                    extra={"camera_id": self.camera_id},
+                )
             except Exception as exc:  # the detector is down or failing: keep sampling, retry shortly
-                log.warning("camera %s frame %d: detection failed: %s", self.camera_id, frame.frame_id, exc,
-                            extra={"camera_id": self.camera_id})
+                log.warning(
+                    "camera %s frame %d: detection failed: %s",
+                    self.camera_id,
+                    frame.frame_id,
+                    exc,
+                    extra={"camera_id": self.camera_id},
+                )
                 await asyncio.sleep(1.0)
 
     async def detect(self, frame: detector_pb2.Frame, preview_jpeg: bytes | None) -> events_pb2.DetectionEvent:
@@ -234,12 +254,12 @@ class Camera:
             raise
         metrics.DETECT_LATENCY.observe(time.perf_counter() - started)
         metrics.FRAMES.labels(self.camera_id, "detected").inc()
+        self._frames_detected += 1
         if not event.camera_id:
             event.camera_id = frame.camera_id
         if not event.event_id:
             event.event_id = event_id(frame.camera_id, frame.frame_id)
-        self._hub.publish(Update(UpdateKind.DETECTIONS, self.camera_id, detection=event,
-                                 preview_jpeg=preview_jpeg))
+        self._hub.publish(Update(UpdateKind.DETECTIONS, self.camera_id, detection=event, preview_jpeg=preview_jpeg))
         return event
 
     async def push(self, frame: detector_pb2.Frame) -> events_pb2.DetectionEvent:
@@ -265,9 +285,7 @@ def parse_camera(fields: dict[str, object]) -> CameraConfig:
     try:
         return CameraConfig.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'camera'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'camera'}: {e['msg']}" for e in exc.errors())
         raise InvalidCamera(f"invalid camera: {problems}") from exc
 
 
@@ -301,8 +319,7 @@ class CameraRegistry:
         camera = Camera(config, self._settings, self._detector, self._hub)
         self._cameras[config.id] = camera
         camera.start()
-        log.info("camera %s added (%s, %.1f fps)", config.id, config.kind, camera.fps,
-                 extra={"camera_id": config.id})
+        log.info("camera %s added (%s, %.1f fps)", config.id, config.kind, camera.fps, extra={"camera_id": config.id})
         camera.publish_status()
         return camera
 
@@ -313,8 +330,7 @@ class CameraRegistry:
         log.info("camera %s removed", camera_id, extra={"camera_id": camera_id})
         info = camera.info()
         info.status = gateway_pb2.CAMERA_STATUS_OFFLINE
-        self._hub.publish(Update(UpdateKind.CAMERA_STATUS, camera_id, camera=info,
-                                 camera_extra={"removed": True}))
+        self._hub.publish(Update(UpdateKind.CAMERA_STATUS, camera_id, camera=info, camera_extra={"removed": True}))
 
     def push_target(self, camera_id: str) -> Camera:
         """The camera a pushed frame belongs to, registering an unknown id as a push camera when allowed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import grpc
+
 from riskwatch.errors import InvalidFrame, Unavailable
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc, events_pb2
 

@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from prometheus_client import Counter
-from riskwatch.v1 import events_pb2, gateway_pb2
 
+from riskwatch.v1 import events_pb2, gateway_pb2
 from riskwatch_gateway import messages
 
 

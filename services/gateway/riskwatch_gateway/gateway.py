@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 import uvicorn
-from riskwatch.cache import Cache
 
+from riskwatch.cache import Cache
 from riskwatch_gateway.cameras import CameraRegistry
 from riskwatch_gateway.config import GatewaySettings
 from riskwatch_gateway.detect import Detect
@@ -43,8 +43,8 @@ class Gateway:
         self.hub = Hub()
         self.cameras = CameraRegistry(config, detector, self.hub)
         self.feed = RiskFeed(cache, self.hub, self.cameras.ids)
-        self.web = WebApp(config, self.cameras, self.feed, self.hub, extra_routes=self._extra_routes())
         self._servicer = GatewayServicer(config, self.cameras, self.feed, self.hub)
+        self.web = WebApp(config, self.cameras, self.feed, self.hub, grpc_servicer=self._servicer)
         self._grpc: grpc.aio.Server | None = None
         self._health: Any = None
         self._http: _UvicornInLoop | None = None
@@ -52,9 +52,6 @@ class Gateway:
         self._tickers: list[asyncio.Task[None]] = []
         self._grpc_port = 0
         self._http_port = 0
-
-    def _extra_routes(self) -> list[Any]:
-        return []
 
     @property
     def grpc_port(self) -> int:
@@ -92,19 +89,25 @@ class Gateway:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((config.http_host, config.http_port))
         self._http_port = sock.getsockname()[1]
-        self._http = _UvicornInLoop(uvicorn.Config(
-            self.web.app, log_level="warning", lifespan="off", access_log=False,
-            ws_max_size=1024 * 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
-            timeout_graceful_shutdown=3,
-        ))
+        self._http = _UvicornInLoop(
+            uvicorn.Config(
+                self.web.app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                ws_max_size=1024 * 1024,
+                ws_ping_interval=20.0,
+                ws_ping_timeout=20.0,
+                timeout_graceful_shutdown=3,
+            )
+        )
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
         while not self._http.started:
             if self._http_task.done():
                 self._http_task.result()
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
-        log.info("gateway ready: gRPC on %s:%d, HTTP/WebSocket on %s", config.grpc_host, self._grpc_port,
-                 self.http_url)
+        log.info("gateway ready: gRPC on %s:%d, HTTP/WebSocket on %s", config.grpc_host, self._grpc_port, self.http_url)
 
     async def stop(self) -> None:
         # Reverse order: say we are going, stop HTTP/WebSocket, then gRPC, the feed, the cameras.
@@ -128,9 +131,16 @@ class Gateway:
     async def _heartbeats(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.hub.publish(Update(UpdateKind.HEARTBEAT, payload={
-                "type": "heartbeat", "time": round(time.time(), 3), "cameras": len(self.cameras.ids()),
-            }))
+            self.hub.publish(
+                Update(
+                    UpdateKind.HEARTBEAT,
+                    payload={
+                        "type": "heartbeat",
+                        "time": round(time.time(), 3),
+                        "cameras": len(self.cameras.ids()),
+                    },
+                )
+            )
 
     async def _status_refresh(self, interval: float) -> None:
         while True:

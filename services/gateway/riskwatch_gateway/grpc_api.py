@@ -6,9 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+
 from riskwatch.errors import InvalidFrame, RiskwatchError
 from riskwatch.v1 import detector_pb2, gateway_pb2, gateway_pb2_grpc
-
 from riskwatch_gateway import metrics
 from riskwatch_gateway.cameras import CameraRegistry, parse_camera
 from riskwatch_gateway.config import GatewayConfig
@@ -35,11 +35,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             except RiskwatchError as exc:
                 # One bad frame (or a detector hiccup) answers with an error; the stream stays open.
                 if not isinstance(exc, InvalidFrame):
-                    log.warning("push camera %s frame %d: %s", frame.camera_id, frame.frame_id, exc,
-                                extra={"camera_id": frame.camera_id})
+                    log.warning(
+                        "push camera %s frame %d: %s",
+                        frame.camera_id,
+                        frame.frame_id,
+                        exc,
+                        extra={"camera_id": frame.camera_id},
+                    )
                 yield gateway_pb2.PushFramesResponse(
-                    error=detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id,
-                                                  message=str(exc))
+                    error=detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id, message=str(exc))
                 )
                 continue
             yield gateway_pb2.PushFramesResponse(event=event)
@@ -50,8 +54,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         camera_id = request.camera_id
         self._cameras.get(camera_id)
         subscriber = Subscriber(
-            ClientQueue(self._settings.client_queue_size, self._settings.client_max_backlog,
-                        metrics.GRPC_WATCH_DROPPED),
+            ClientQueue(
+                self._settings.client_queue_size, self._settings.client_max_backlog, metrics.GRPC_WATCH_DROPPED
+            ),
             detections=request.include_detections,
         )
         subscriber.cameras = {camera_id}
@@ -67,8 +72,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 try:
                     update = await subscriber.next()
                 except ClientTooSlow:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                        "this WatchCamera stream fell too far behind; watch again")
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "this WatchCamera stream fell too far behind; watch again"
+                    )
                 if update.kind is UpdateKind.DETECTIONS and update.detection is not None:
                     yield gateway_pb2.WatchCameraResponse(detections=update.detection)
                 elif update.kind is UpdateKind.RISK_STATE and update.risk_state is not None:
@@ -87,8 +93,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def AddCamera(
         self, request: gateway_pb2.AddCameraRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.AddCameraResponse:
-        fields: dict[str, object] = {"id": request.camera.camera_id, "source": request.camera.source,
-                                     "loop": request.camera.loop}
+        fields: dict[str, object] = {
+            "id": request.camera.camera_id,
+            "source": request.camera.source,
+            "loop": request.camera.loop,
+        }
         if request.camera.fps:
             fields["fps"] = request.camera.fps
         camera = self._cameras.add(parse_camera(fields))

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from riskwatch.events import risk_level_name, seconds
 from riskwatch.v1 import events_pb2, gateway_pb2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
 from riskwatch.telemetry.metrics import LATENCY_BUCKETS
 
 WS_DROPPED = Counter(
@@ -12,7 +13,8 @@ WS_DROPPED = Counter(
     ["reason"],
 )
 GRPC_WATCH_DROPPED = Counter(
-    "riskwatch_grpc_watch_dropped_total", "Messages a WatchCamera stream did not get (reasons as for WebSocket)",
+    "riskwatch_grpc_watch_dropped_total",
+    "Messages a WatchCamera stream did not get (reasons as for WebSocket)",
     ["reason"],
 )
 WS_CLIENTS = Gauge("riskwatch_ws_clients", "Connected WebSocket clients")
@@ -24,7 +26,8 @@ FRAMES = Counter(
     ["camera", "outcome"],
 )
 DETECT_LATENCY = Histogram(
-    "riskwatch_gateway_detect_seconds", "Time to get a frame's detections from the detector",
+    "riskwatch_gateway_detect_seconds",
+    "Time to get a frame's detections from the detector",
     buckets=LATENCY_BUCKETS,
 )
 CAMERA_FPS = Gauge("riskwatch_camera_fps", "Measured frames per second sent to the detector", ["camera"])

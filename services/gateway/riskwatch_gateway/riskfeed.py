@@ -13,7 +13,6 @@ from riskwatch.cache import Cache, keys
 from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.events import decode
 from riskwatch.v1 import events_pb2
-
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,9 @@ class RiskFeed:
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._follow(keys.RISK_STATE_CHANNEL, self._on_state, self._resync),
-                                name="risk-state-feed"),
+            asyncio.create_task(
+                self._follow(keys.RISK_STATE_CHANNEL, self._on_state, self._resync), name="risk-state-feed"
+            ),
             asyncio.create_task(self._follow(keys.HEALTH_CHANNEL, self._on_health, None), name="health-feed"),
         ]
 
@@ -67,8 +67,9 @@ class RiskFeed:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    async def _consume(self, channel: str, messages: AsyncIterator[bytes],
-                       handle: Callable[[bytes], Awaitable[None]]) -> None:
+    async def _consume(
+        self, channel: str, messages: AsyncIterator[bytes], handle: Callable[[bytes], Awaitable[None]]
+    ) -> None:
         async for data in messages:
             try:
                 await handle(data)
@@ -100,8 +101,9 @@ class RiskFeed:
             return None
 
     async def _on_state(self, data: bytes) -> None:
-        await self._accept(decode(events_pb2.CameraRiskState, data, what=f"channel {keys.RISK_STATE_CHANNEL}"),
-                           live=True)
+        await self._accept(
+            decode(events_pb2.CameraRiskState, data, what=f"channel {keys.RISK_STATE_CHANNEL}"), live=True
+        )
 
     async def _accept(self, state: events_pb2.CameraRiskState, live: bool) -> None:
         camera_id = state.camera_id
@@ -177,8 +179,7 @@ class RiskFeed:
             raise DecodeError(f"channel {keys.HEALTH_CHANNEL}: expected a JSON object")
         source = str(snapshot.get("source") or snapshot.get("component") or "pipeline")
         self._health[source] = snapshot
-        self._hub.publish(Update(UpdateKind.HEALTH, source, payload={"type": "health", **snapshot,
-                                                                     "source": source}))
+        self._hub.publish(Update(UpdateKind.HEALTH, source, payload={"type": "health", **snapshot, "source": source}))
 
     def health_snapshots(self) -> list[dict[str, object]]:
         return [{"type": "health", **snapshot} for snapshot in self._health.values()]

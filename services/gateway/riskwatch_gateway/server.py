@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from riskwatch.errors import DecodeError, RiskwatchError, Unavailable, UnknownCamera
 from riskwatch.v1 import gateway_pb2, gateway_pb2_grpc
-
 from riskwatch_gateway.cameras import CameraExists, InvalidCamera, NotPushCamera
 from riskwatch_gateway.config import GatewayConfig
 
@@ -64,72 +64,73 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = details.method
-        check_auth = self._token is not None and not method.startswith(OPEN_PREFIXES)
-        if check_auth:
-            metadata = dict(details.invocation_metadata or ())
-            if not token_matches(bearer(metadata.get("authorization")), self._token or ""):
-                return _deny(handler)
-        return _wrap(handler)
+        return wrap_handler(handler, None if method.startswith(OPEN_PREFIXES) else self._token)
+
+
+UNAUTHENTICATED_MESSAGE = "missing or wrong token: send metadata 'authorization: Bearer <token>'"
+
+
+def _authorized(context: grpc.aio.ServicerContext, token: str | None) -> bool:
+    if token is None:
+        return True
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            return token_matches(bearer(value), token)
+    return False
 
 
 async def _abort_for(exc: RiskwatchError, context: grpc.aio.ServicerContext) -> None:
     await context.abort(status_for(exc), str(exc))
 
 
-def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: grpc.RpcMethodHandler, token: str | None) -> grpc.RpcMethodHandler:
+    """The same handler with the token checked first and RiskwatchError mapped to a status code.
+    Used by the gRPC server's interceptor and by the gRPC-web app (which has no interceptors)."""
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not _authorized(context, token):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
             try:
                 return await inner_uu(request, context)
             except RiskwatchError as exc:
                 await _abort_for(exc, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
-                                                   handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
     if handler.unary_stream is not None:
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if not _authorized(context, token):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
             try:
                 async for response in inner_us(request, context):
                     yield response
             except RiskwatchError as exc:
                 await _abort_for(exc, context)
 
-        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                    handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
     if handler.stream_stream is not None:
         inner_ss = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if not _authorized(context, token):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
             try:
                 async for response in inner_ss(requests, context):
                     yield response
             except RiskwatchError as exc:
                 await _abort_for(exc, context)
 
-        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
-                                                     handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
     return handler
-
-
-def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    message = "missing or wrong token: send metadata 'authorization: Bearer <token>'"
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(deny, handler.request_deserializer,
-                                                    handler.response_serializer)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer,
-                                                    handler.response_serializer)
-    return grpc.stream_stream_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
 
 
 def create_server(
@@ -148,9 +149,7 @@ def create_server(
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (GATEWAY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((GATEWAY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {settings.grpc_host}:{settings.grpc_port}")

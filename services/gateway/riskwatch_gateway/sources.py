@@ -148,8 +148,9 @@ class CaptureThread:
             try:
                 delivered, finished = self._read(capture)
             except (OSError, cv2.error, ValueError) as exc:
-                log.warning("camera %s: reading %s failed: %s", self.camera.id, where, exc,
-                            extra={"camera_id": self.camera.id})
+                log.warning(
+                    "camera %s: reading %s failed: %s", self.camera.id, where, exc, extra={"camera_id": self.camera.id}
+                )
                 delivered, finished = 0, False
             finally:
                 capture.release()
@@ -163,8 +164,9 @@ class CaptureThread:
     def _failed(self, reason: str, backoff: float) -> None:
         if self._stop.is_set():
             return
-        log.warning("camera %s: %s; retrying in %.1fs", self.camera.id, reason, backoff,
-                    extra={"camera_id": self.camera.id})
+        log.warning(
+            "camera %s: %s; retrying in %.1fs", self.camera.id, reason, backoff, extra={"camera_id": self.camera.id}
+        )
         self.reconnects += 1
         self._on_state(SourceState.RECONNECTING, reason)
         self._stop.wait(backoff)

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import make_asgi_app
-from riskwatch.errors import RiskwatchError, UnknownCamera
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,11 +21,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from riskwatch.errors import RiskwatchError, UnknownCamera
+from riskwatch.v1 import gateway_pb2_grpc
 from riskwatch_gateway import messages, metrics
 from riskwatch_gateway.access import Access
 from riskwatch_gateway.cameras import CameraExists, CameraRegistry, InvalidCamera, parse_camera
 from riskwatch_gateway.config import GatewayConfig
 from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, Update, UpdateKind, reply
+from riskwatch_gateway.grpcweb import grpc_web_app
 from riskwatch_gateway.riskfeed import RiskFeed
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ class AccessMiddleware:
             if scope["path"].startswith("/api/") and not self._access.token_ok(
                 request.headers.get("authorization"), request.query_params.get("token")
             ):
-                await JSONResponse({"error": "missing or wrong token (Authorization: Bearer <token>)"},
-                                   status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                await JSONResponse(
+                    {"error": "missing or wrong token (Authorization: Bearer <token>)"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )(scope, receive, send)
                 return
         await self._app(scope, receive, send)
 
@@ -67,8 +71,14 @@ class AccessMiddleware:
 class WebApp:
     """Builds the Starlette app over the gateway's cameras, risk feed and fan-out."""
 
-    def __init__(self, settings: GatewayConfig, cameras: CameraRegistry, feed: RiskFeed, hub: Hub,
-                 extra_routes: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewayConfig,
+        cameras: CameraRegistry,
+        feed: RiskFeed,
+        hub: Hub,
+        grpc_servicer: gateway_pb2_grpc.GatewayServiceServicer | None = None,
+    ) -> None:
         self._settings = settings
         self._cameras = cameras
         self._feed = feed
@@ -85,20 +95,30 @@ class WebApp:
             Route("/api/cameras/{camera_id}/alerts", self.camera_alerts, methods=["GET"]),
             WebSocketRoute("/ws", self.websocket),
             Mount("/metrics", app=make_asgi_app()),
-            *(extra_routes or []),
         ]
         if STATIC_DIR.is_dir():
             routes.append(Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="dashboard"))
-        middleware = []
+        app: ASGIApp = Starlette(routes=routes)
+        if grpc_servicer is not None:
+            token = settings.auth_token.get_secret_value() if settings.auth_token else None
+            app = grpc_web_app(app, grpc_servicer, token)
+        app = AccessMiddleware(app, self._access)
         if self._access.cross_origins:
-            middleware.append(Middleware(
-                CORSMiddleware, allow_origins=self._access.cross_origins,
+            app = CORSMiddleware(
+                app,
+                allow_origins=self._access.cross_origins,
                 allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "X-Grpc-Web", "X-User-Agent", "Grpc-Timeout"],
-                expose_headers=["Grpc-Status", "Grpc-Message"],
-            ))
-        middleware.append(Middleware(AccessMiddleware, access=self._access))
-        self.app = Starlette(routes=routes, middleware=middleware)
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-Grpc-Web",
+                    "X-User-Agent",
+                    "Grpc-Timeout",
+                    "Connect-Protocol-Version",
+                ],
+                expose_headers=["Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"],
+            )
+        self.app = app
 
     # ---- REST ------------------------------------------------------------------------------------
     async def healthz(self, request: Request) -> JSONResponse:
@@ -122,9 +142,9 @@ class WebApp:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "the body must be a JSON object: {\"id\", \"source\", \"fps\"?, \"loop\"?}")
+            return _error(400, 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}')
         if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object: {\"id\", \"source\", \"fps\"?, \"loop\"?}")
+            return _error(400, 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}')
         try:
             camera = self._cameras.add(parse_camera(_camera_fields(body)))
         except InvalidCamera as exc:
@@ -176,8 +196,7 @@ class WebApp:
             metrics.WS_CLIENTS.dec()
 
     async def close_sessions(self) -> None:
-        await asyncio.gather(*(s.close(1001, "gateway stopping") for s in list(self.sessions)),
-                             return_exceptions=True)
+        await asyncio.gather(*(s.close(1001, "gateway stopping") for s in list(self.sessions)), return_exceptions=True)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -262,7 +281,7 @@ class WebSocketSession:
                 except ValueError as exc:
                     raise ProtocolError(f"malformed message: not valid JSON ({exc})") from exc
                 if not isinstance(body, dict):
-                    raise ProtocolError("malformed message: expected a JSON object with a \"type\"")
+                    raise ProtocolError('malformed message: expected a JSON object with a "type"')
                 request_id = body.get("request_id")
                 kind = body.get("type")
                 handler = self._handlers.get(kind) if isinstance(kind, str) else None
@@ -285,13 +304,13 @@ class WebSocketSession:
         if isinstance(cameras, str):
             cameras = [cameras]
         if not isinstance(cameras, list) or not all(isinstance(c, str) for c in cameras):
-            raise ProtocolError("\"cameras\" must be \"*\" or a list of camera ids")
+            raise ProtocolError('"cameras" must be "*" or a list of camera ids')
         return list(dict.fromkeys(cameras))
 
     def _flag(self, body: dict[str, Any], name: str) -> bool | None:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
-            raise ProtocolError(f"\"{name}\" must be true or false")
+            raise ProtocolError(f'"{name}" must be true or false')
         return value
 
     async def _subscribe(self, body: dict[str, Any]) -> None:
@@ -315,15 +334,20 @@ class WebSocketSession:
             sub.detections = detections
         self._hub.refresh()
         if unknown:
-            self._send({**_error_message(f"unknown camera(s): {', '.join(unknown)}", body.get("request_id")),
-                        "cameras": unknown})
+            self._send(
+                {
+                    **_error_message(f"unknown camera(s): {', '.join(unknown)}", body.get("request_id")),
+                    "cameras": unknown,
+                }
+            )
         self._send({"type": "subscribed", "cameras": "*" if sub.cameras is None else sorted(sub.cameras)}, body)
         # The current state of each newly subscribed camera first, then its changes.
         for camera_id in added:
             sub.forget_camera(camera_id)
             camera = self._cameras.get(camera_id)
-            sub.queue.offer(Update(UpdateKind.CAMERA_STATUS, camera_id, camera=camera.info(),
-                                   camera_extra=camera.status_extra()))
+            sub.queue.offer(
+                Update(UpdateKind.CAMERA_STATUS, camera_id, camera=camera.info(), camera_extra=camera.status_extra())
+            )
             state = await self._feed.current_state(camera_id)
             if state.version > 0:
                 sub.queue.offer(Update(UpdateKind.RISK_STATE, camera_id, risk_state=state))
@@ -352,14 +376,14 @@ class WebSocketSession:
             if "camera_id" in fields:
                 fields["id"] = fields.pop("camera_id")
         if not isinstance(fields, dict):
-            raise ProtocolError("\"camera\" must be an object: {\"id\", \"source\", \"fps\"?, \"loop\"?}")
+            raise ProtocolError('"camera" must be an object: {"id", "source", "fps"?, "loop"?}')
         camera = self._cameras.add(parse_camera(_camera_fields(fields)))
         self._send({"type": "camera_added", "camera": self._web.camera_json(camera.camera_id)}, body)
 
     async def _remove_camera(self, body: dict[str, Any]) -> None:
         camera_id = body.get("camera_id")
         if not isinstance(camera_id, str):
-            raise ProtocolError("\"camera_id\" must be a string")
+            raise ProtocolError('"camera_id" must be a string')
         await self._cameras.remove(camera_id)
         self._send({"type": "camera_removed", "camera_id": camera_id}, body)
 

@@ -1,0 +1,296 @@
+"""gRPC-web for browsers, served on the HTTP port with the same servicer as the gRPC server.
+
+The gRPC-web wire format (length-prefixed messages, a final trailer frame, optional base64 "-text" bodies) is
+small enough to implement directly on ASGI; this keeps one servicer and one error mapping for both gRPC and
+gRPC-web. gRPC-web has no client streaming, so ListCameras, AddCamera, RemoveCamera, GetCameraState and
+WatchCamera are served; PushFrames needs real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, NamedTuple, NoReturn
+from urllib.parse import quote
+
+import grpc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from riskwatch.v1 import gateway_pb2_grpc
+from riskwatch_gateway.server import wrap_handler
+
+log = logging.getLogger(__name__)
+SERVICE_PREFIX = "/riskwatch.v1.GatewayService/"
+TRAILER_FLAG = 0x80
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    invocation_metadata: Sequence[tuple[str, str]]
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class WebContext:
+    """The part of grpc.aio.ServicerContext the gateway's handlers use."""
+
+    def __init__(self, metadata: list[tuple[str, str]], peer: str) -> None:
+        self._metadata = metadata
+        self._peer = peer
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise _Aborted(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def peer(self) -> str:
+        return self._peer
+
+
+def _frame(flag: int, payload: bytes) -> bytes:
+    return struct.pack(">BI", flag, len(payload)) + payload
+
+
+def _trailer(code: grpc.StatusCode, details: str) -> bytes:
+    lines = f"grpc-status: {code.value[0]}\r\n"
+    if details:
+        lines += f"grpc-message: {quote(details, safe='')}\r\n"
+    return _frame(TRAILER_FLAG, lines.encode("ascii"))
+
+
+def _messages(body: bytes) -> list[bytes]:
+    out = []
+    offset = 0
+    while offset < len(body):
+        if len(body) - offset < 5:
+            raise ValueError("truncated gRPC-web frame header")
+        flag, length = struct.unpack_from(">BI", body, offset)
+        offset += 5
+        if offset + length > len(body):
+            raise ValueError("truncated gRPC-web message")
+        if flag & 0x01:
+            raise ValueError("compressed gRPC-web messages are not supported")
+        if not flag & TRAILER_FLAG:
+            out.append(body[offset : offset + length])
+        offset += length
+    return out
+
+
+def decode_text(body: bytes) -> bytes:
+    """A -text body: base64, possibly several padded chunks one after another."""
+    out = b""
+    data = b"".join(body.split())
+    while data:
+        end = data.find(b"=")
+        if end < 0:
+            out += base64.b64decode(data)
+            break
+        while end < len(data) and data[end : end + 1] == b"=":
+            end += 1
+        out += base64.b64decode(data[:end])
+        data = data[end:]
+    return out
+
+
+def _timeout(value: str | None) -> float | None:
+    if not value or len(value) < 2 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isdigit():
+        return None
+    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+
+
+class GrpcWebApp:
+    """ASGI middleware: gRPC-web requests for GatewayService are answered here, the rest go to `app`."""
+
+    def __init__(self, app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, token: str | None) -> None:
+        self._app = app
+        collector = _Collector()
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, collector)
+        self._handlers = collector.handlers
+        self._token = token
+
+    def _handler(self, path: str, metadata: list[tuple[str, str]]) -> grpc.RpcMethodHandler | None:
+        for generic in self._handlers:
+            handler = generic.service(_CallDetails(path, metadata))
+            if handler is not None:
+                return wrap_handler(handler, self._token)
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(SERVICE_PREFIX):
+            await self._app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        content_type = headers.get("content-type", "")
+        if scope["method"] != "POST" or not content_type.startswith("application/grpc-web"):
+            await self._app(scope, receive, send)
+            return
+        text = content_type.startswith("application/grpc-web-text")
+        metadata = [(k, v) for k, v in headers.items() if k not in ("content-type", "content-length", "host")]
+        client = scope.get("client") or ("", 0)
+        call = _Call(send, text, content_type.split(";")[0])
+        handler = self._handler(scope["path"], metadata)
+        if handler is None:
+            await call.finish(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {scope['path']}")
+            return
+        if handler.request_streaming:
+            await call.finish(
+                grpc.StatusCode.UNIMPLEMENTED, "gRPC-web has no client streaming; use gRPC (HTTP/2) for this method"
+            )
+            return
+        try:
+            body = await _read_body(receive)
+            messages = _messages(decode_text(body) if text else body)
+            request = handler.request_deserializer(messages[0] if messages else b"")
+        except (ValueError, TypeError) as exc:
+            await call.finish(grpc.StatusCode.INVALID_ARGUMENT, f"malformed gRPC-web request: {exc}")
+            return
+        context = WebContext(metadata, f"ipv4:{client[0]}:{client[1]}")
+        deadline = _timeout(headers.get("grpc-timeout"))
+        try:
+            async with asyncio.timeout(deadline):
+                if handler.response_streaming:
+                    await self._stream(handler, request, context, call, receive)
+                else:
+                    response = await handler.unary_unary(request, context)
+                    await call.message(handler.response_serializer(response))
+        except _Aborted as exc:
+            await call.finish(exc.code, exc.details)
+            return
+        except TimeoutError:
+            await call.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            return
+        except _ClientGone:
+            return
+        except Exception:
+            log.exception("gRPC-web %s failed", scope["path"])
+            await call.finish(grpc.StatusCode.INTERNAL, "internal error")
+            return
+        await call.finish(context.code, context.details)
+
+    async def _stream(
+        self, handler: grpc.RpcMethodHandler, request: Any, context: WebContext, call: _Call, receive: Receive
+    ) -> None:
+        """Send each response as it comes; stop as soon as the client goes away."""
+        responses: AsyncIterator[Any] = handler.unary_stream(request, context)
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while True:
+                next_response = asyncio.ensure_future(anext(responses))
+                await asyncio.wait({next_response, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_response.done():
+                    next_response.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await next_response
+                    raise _ClientGone
+                try:
+                    response = next_response.result()
+                except StopAsyncIteration:
+                    return
+                await call.message(handler.response_serializer(response))
+        finally:
+            gone.cancel()
+            with contextlib.suppress(Exception):
+                await responses.aclose()  # type: ignore[attr-defined]
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        body += bytes(message.get("body", b""))
+        if len(body) > MAX_REQUEST_BYTES:
+            raise ValueError("request too large")
+        if not message.get("more_body", False):
+            return body
+
+
+class _Call:
+    """The response side: headers once, then frames; trailers last (in the headers too if nothing was sent)."""
+
+    def __init__(self, send: Send, text: bool, content_type: str) -> None:
+        self._send = send
+        self._text = text
+        self._content_type = content_type or "application/grpc-web+proto"
+        self._started = False
+
+    def _encode(self, frame: bytes) -> bytes:
+        return bytes(base64.b64encode(frame)) if self._text else frame
+
+    async def _start(self, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        self._started = True
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", self._content_type.encode("latin-1")),
+                    (b"cache-control", b"no-store"),
+                    *(extra or []),
+                ],
+            }
+        )
+
+    async def message(self, payload: bytes) -> None:
+        if not self._started:
+            await self._start()
+        await self._send({"type": "http.response.body", "body": self._encode(_frame(0, payload)), "more_body": True})
+
+    async def finish(self, code: grpc.StatusCode, details: str) -> None:
+        if not self._started:
+            extra = [(b"grpc-status", str(code.value[0]).encode())]
+            if details:
+                extra.append((b"grpc-message", quote(details, safe="").encode("ascii")))
+            await self._start(extra)
+        await self._send(
+            {"type": "http.response.body", "body": self._encode(_trailer(code, details)), "more_body": False}
+        )
+
+
+class _Collector:
+    """Stands in for a server to collect the handlers that generated code registers."""
+
+    def __init__(self) -> None:
+        self.handlers: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.handlers.extend(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
+        return None  # the generic handlers above cover the same methods
+
+
+def grpc_web_app(app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, token: str | None) -> ASGIApp:
+    return GrpcWebApp(app, servicer, token)
+
+
+__all__: list[str] = ["GrpcWebApp", "WebContext", "grpc_web_app"]

@@ -1,0 +1,283 @@
+// riskwatch dashboard: one WebSocket (PROTOCOL.md), frames and boxes drawn client-side on canvas.
+"use strict";
+
+const RISK_COLORS = { none: "#2e7d32", low: "#f9a825", medium: "#ef6c00", high: "#d32f2f", unspecified: "#607d8b" };
+const CATEGORY_COLORS = { pedestrian: "#4fc3f7", vehicle: "#ba68c8", two_wheeler: "#4db6ac", other: "#bdbdbd",
+                          unspecified: "#bdbdbd" };
+const RISK_RANK = { unspecified: 0, none: 1, low: 2, medium: 3, high: 4 };
+const TIMELINE_SECONDS = 600;
+const MAX_ALERTS = 100;
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const cameras = new Map();  // camera_id -> tile state
+const health = { sources: {}, heartbeat: null };
+let socket = null;
+let retryMs = 500;
+
+function $(selector, root = document) { return root.querySelector(selector); }
+
+function showMessage(text) {
+  $("#message").textContent = text;
+  if (text) setTimeout(() => { if ($("#message").textContent === text) $("#message").textContent = ""; }, 5000);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`;
+  socket = new WebSocket(url);
+  setConnection("connecting");
+  socket.onopen = () => {
+    retryMs = 500;
+    setConnection("online");
+    send({ type: "subscribe", cameras: "*", frames: true });
+  };
+  socket.onmessage = (event) => handle(JSON.parse(event.data));
+  socket.onclose = () => {
+    setConnection("offline");
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 10000);
+  };
+}
+
+function send(message) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function setConnection(state) {
+  const badge = $("#connection");
+  badge.dataset.state = state;
+  badge.className = `badge ${state === "online" ? "online" : state === "connecting" ? "reconnecting" : "offline"}`;
+  badge.textContent = state === "online" ? "live" : state;
+}
+
+function handle(message) {
+  switch (message.type) {
+    case "detections": onDetections(message); break;
+    case "risk_state": onRiskState(message); break;
+    case "alert": onAlert(message); break;
+    case "camera_status": onCameraStatus(message); break;
+    case "cameras": message.cameras.forEach(onCameraStatus); break;
+    case "camera_added": onCameraStatus(message.camera); break;
+    case "health": health.sources[message.source || "pipeline"] = message; renderHealth(); break;
+    case "heartbeat": health.heartbeat = message; renderHealth(); break;
+    case "error": showMessage(message.message); break;
+    default: break;
+  }
+}
+
+function tile(cameraId) {
+  let state = cameras.get(cameraId);
+  if (state) return state;
+  const element = $("#tile-template").content.firstElementChild.cloneNode(true);
+  element.dataset.camera = cameraId;
+  element.dataset.risk = "unspecified";
+  element.dataset.boxes = "0";
+  element.dataset.frames = "0";
+  $(".camera-id", element).textContent = cameraId;
+  $(".remove", element).addEventListener("click", () => {
+    if (confirm(`Remove camera ${cameraId}?`)) send({ type: "remove_camera", camera_id: cameraId });
+  });
+  const list = $("#cameras");
+  const after = [...list.children].find((other) => other.dataset.camera > cameraId);
+  list.insertBefore(element, after || null);
+  state = { element, frame: $("canvas.frame", element), timeline: $("canvas.timeline", element),
+            image: null, detections: null, risk: null, history: [], status: null };
+  cameras.set(cameraId, state);
+  renderSummary();
+  return state;
+}
+
+function onCameraStatus(status) {
+  if (status.removed) {
+    const state = cameras.get(status.camera_id);
+    if (state) state.element.remove();
+    cameras.delete(status.camera_id);
+    renderSummary();
+    return;
+  }
+  const state = tile(status.camera_id);
+  state.status = status;
+  const badge = $(".status", state.element);
+  badge.textContent = status.status;
+  badge.className = `status badge ${status.status}`;
+  badge.title = status.error || status.source;
+  $(".fps", state.element).textContent = `${status.measured_fps.toFixed(1)} / ${status.fps} fps`;
+  renderCounts(state);
+  renderHealth();
+}
+
+function onDetections(message) {
+  const state = tile(message.camera_id);
+  state.detections = message;
+  state.element.dataset.frames = String(Number(state.element.dataset.frames) + 1);
+  if (message.frame_jpeg_b64) {
+    const image = new Image();
+    image.onload = () => { state.image = image; draw(state); };
+    image.src = `data:image/jpeg;base64,${message.frame_jpeg_b64}`;
+  } else {
+    draw(state);
+  }
+  renderCounts(state);
+}
+
+function groupLevels(state) {
+  const levels = {};
+  for (const group of (state.risk && state.risk.groups) || []) levels[group.group_id] = group.risk_level;
+  return levels;
+}
+
+function draw(state) {
+  const canvas = state.frame;
+  const ctx = canvas.getContext("2d");
+  const det = state.detections;
+  if (state.image) {
+    if (canvas.width !== state.image.width || canvas.height !== state.image.height) {
+      canvas.width = state.image.width;
+      canvas.height = state.image.height;
+    }
+    ctx.drawImage(state.image, 0, 0);
+  } else {
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+  }
+  if (!det || !det.image_width) return;
+  const sx = canvas.width / det.image_width;
+  const sy = canvas.height / det.image_height;
+  const scale = Math.max(1, canvas.width / 640);
+  ctx.font = `${Math.round(12 * scale)}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  for (const d of det.detections) {
+    const [x1, y1, x2, y2] = d.box;
+    ctx.strokeStyle = CATEGORY_COLORS[d.category] || CATEGORY_COLORS.other;
+    ctx.lineWidth = 1.5 * scale;
+    ctx.setLineDash([]);
+    ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
+    label(ctx, `${d.class_name}${d.track_id ? " #" + d.track_id : ""}`, x1 * sx, y1 * sy, ctx.strokeStyle);
+  }
+  const levels = groupLevels(state);
+  for (const g of det.groups) {
+    const level = levels[g.group_id] || "unspecified";
+    const [x1, y1, x2, y2] = g.box;
+    const pad = 4 * scale;
+    ctx.strokeStyle = RISK_COLORS[level];
+    ctx.lineWidth = (level === "unspecified" ? 2 : 4) * scale;
+    ctx.setLineDash(level === "unspecified" ? [6 * scale, 4 * scale] : []);
+    ctx.strokeRect(x1 * sx - pad, y1 * sy - pad, (x2 - x1) * sx + 2 * pad, (y2 - y1) * sy + 2 * pad);
+    ctx.setLineDash([]);
+    label(ctx, `${g.group_id}: ${level}`, x1 * sx - pad, (y2 * sy) + pad + 16 * scale, RISK_COLORS[level]);
+  }
+  state.element.dataset.boxes = String(det.detections.length);
+  state.element.dataset.groups = JSON.stringify(Object.fromEntries(
+    det.groups.map((g) => [g.group_id, levels[g.group_id] || "unspecified"])));
+  $(".groups", state.element).textContent = det.groups.length
+    ? det.groups.map((g) => `${g.group_id}: ${levels[g.group_id] || "—"}`).join("  ") : "";
+}
+
+function label(ctx, text, x, y, color) {
+  const width = ctx.measureText(text).width + 6;
+  const height = parseInt(ctx.font, 10) + 4;
+  ctx.fillStyle = color;
+  ctx.fillRect(x, y - height, width, height);
+  ctx.fillStyle = "#000";
+  ctx.fillText(text, x + 3, y - 1);
+}
+
+function onRiskState(message) {
+  const state = tile(message.camera_id);
+  if (state.risk && message.version <= state.risk.version) return;
+  state.risk = message;
+  state.history.push({ t: message.updated_time || Date.now() / 1000, level: message.max_level });
+  const cutoff = Date.now() / 1000 - TIMELINE_SECONDS;
+  while (state.history.length > 1 && state.history[1].t < cutoff) state.history.shift();
+  state.element.dataset.risk = message.max_level;
+  state.element.dataset.version = String(message.version);
+  const badge = $(".risk", state.element);
+  badge.textContent = `risk: ${message.max_level}`;
+  badge.className = `risk badge risk-${message.max_level}`;
+  draw(state);
+  drawTimeline(state);
+  renderSummary();
+}
+
+function drawTimeline(state) {
+  const canvas = state.timeline;
+  const ctx = canvas.getContext("2d");
+  const now = Date.now() / 1000;
+  const start = now - TIMELINE_SECONDS;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const x = (t) => ((Math.max(t, start) - start) / TIMELINE_SECONDS) * canvas.width;
+  state.history.forEach((point, i) => {
+    const end = i + 1 < state.history.length ? state.history[i + 1].t : now;
+    ctx.fillStyle = RISK_COLORS[point.level] || RISK_COLORS.unspecified;
+    ctx.fillRect(x(point.t), 0, Math.max(1, x(end) - x(point.t)), canvas.height);
+  });
+}
+
+function onAlert(alert) {
+  const list = $("#alerts");
+  if ([...list.children].some((li) => li.dataset.task === alert.task_id)) return;
+  const item = document.createElement("li");
+  const level = alert.risk_level || "unspecified";
+  item.className = `risk-${level}`;
+  item.dataset.task = alert.task_id;
+  item.dataset.time = String(alert.completed_time || alert.capture_time || 0);
+  const when = new Date(1000 * (alert.completed_time || alert.capture_time || Date.now() / 1000));
+  const text = alert.failure ? `assessment failed: ${alert.failure.kind}` : (alert.description || "");
+  item.innerHTML = "<div><strong></strong> <span class='level'></span></div><div class='text'></div><div class='meta'></div>";
+  $("strong", item).textContent = `${alert.camera_id} · ${alert.group_id}`;
+  $(".level", item).textContent = level.toUpperCase();
+  $(".text", item).textContent = text;
+  $(".meta", item).textContent =
+    `${when.toLocaleTimeString()} · ${(alert.risk_types || []).join(", ")} · ${alert.model || ""}`;
+  const after = [...list.children].find((li) => Number(li.dataset.time) < Number(item.dataset.time));
+  list.insertBefore(item, after || null);
+  while (list.children.length > MAX_ALERTS) list.lastElementChild.remove();
+}
+
+function renderCounts(state) {
+  const status = state.status || {};
+  const boxes = state.detections ? state.detections.detections.length : 0;
+  $(".counts", state.element).textContent =
+    `${boxes} objects · ${status.frames_detected ?? 0} frames · ${status.frames_dropped ?? 0} dropped`;
+}
+
+function renderSummary() {
+  const levels = [...cameras.values()].map((s) => (s.risk ? s.risk.max_level : "unspecified"));
+  const worst = levels.reduce((a, b) => (RISK_RANK[b] > RISK_RANK[a] ? b : a), "unspecified");
+  $("#summary").textContent = `${cameras.size} camera(s) · highest risk: ${worst}`;
+}
+
+function renderHealth() {
+  const rows = [];
+  const online = [...cameras.values()].filter((s) => s.status && s.status.status === "online").length;
+  rows.push(["cameras online", `${online} / ${cameras.size}`]);
+  const dropped = [...cameras.values()].reduce((n, s) => n + ((s.status && s.status.frames_dropped) || 0), 0);
+  rows.push(["frames dropped (detector busy)", String(dropped)]);
+  if (health.heartbeat) rows.push(["last heartbeat", new Date(health.heartbeat.time * 1000).toLocaleTimeString()]);
+  for (const [source, snapshot] of Object.entries(health.sources)) {
+    for (const [key, value] of Object.entries(snapshot)) {
+      if (key === "type" || key === "source") continue;
+      rows.push([`${source}: ${key}`, typeof value === "object" ? JSON.stringify(value) : String(value)]);
+    }
+  }
+  const table = document.createElement("table");
+  for (const [key, value] of rows) {
+    const tr = table.insertRow();
+    tr.insertCell().textContent = key;
+    tr.insertCell().textContent = value;
+  }
+  $("#health").replaceChildren(table);
+}
+
+$("#add-camera").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const camera = { id: form.get("id"), source: form.get("source") };
+  if (form.get("fps")) camera.fps = Number(form.get("fps"));
+  send({ type: "add_camera", camera });
+  event.target.reset();
+});
+setInterval(() => cameras.forEach(drawTimeline), 5000);
+renderHealth();
+connect();

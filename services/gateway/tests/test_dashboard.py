@@ -1,0 +1,114 @@
+"""The dashboard in headless Chromium: a camera tile shows the frame with boxes, a group turns the colour of
+its risk after a verdict, alerts and health appear. Saves a screenshot to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from riskwatch.cache import InMemoryCache, keys
+from riskwatch.events import timestamp
+from riskwatch.v1 import detector_pb2, events_pb2
+from riskwatch_gateway.gateway import Gateway
+from riskwatch_gateway.testing import publish_state, risk_state
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_PRESENT = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM_PRESENT:
+        pytest.fail("chromium is needed for the dashboard test (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+def street_frame() -> bytes:
+    """A 320×240 picture with a 'pedestrian' and a 'car' where the fake detector reports them."""
+    image = np.full((240, 320, 3), (90, 90, 90), np.uint8)
+    cv2.rectangle(image, (0, 150), (320, 240), (60, 60, 60), -1)
+    cv2.rectangle(image, (14, 24), (36, 96), (200, 170, 120), -1)
+    cv2.rectangle(image, (54, 44), (146, 106), (40, 40, 160), -1)
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(data.tobytes())
+
+
+async def pixel(page: Page, x: int, y: int) -> list[int]:
+    rgba: list[int] = await page.evaluate(
+        """([x, y]) => Array.from(document.querySelector('[data-camera="cam-01"] canvas.frame')
+             .getContext('2d').getImageData(x, y, 1, 1).data)""",
+        [x, y],
+    )
+    return rgba
+
+
+async def test_dashboard_shows_boxes_and_risk_colours(browser: Browser, gateway: Gateway, cache: InMemoryCache) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    await page.wait_for_selector('#connection[data-state="online"]', timeout=10_000)
+    tile = page.locator('[data-camera="cam-01"]')
+    await tile.wait_for(timeout=10_000)
+
+    frame = detector_pb2.Frame(camera_id="cam-01", frame_id=1, capture_time=timestamp(), image=street_frame())
+    await gateway.cameras.get("cam-01").push(frame)
+    await page.wait_for_selector('[data-camera="cam-01"][data-boxes="2"]', timeout=10_000)
+    assert json.loads(await tile.get_attribute("data-groups") or "{}") == {"g1": "unspecified"}
+
+    # The aggregator records a verdict: an alert, then the new state.
+    alert = events_pb2.AssessmentResult(
+        task_id="cam-01:1/g1",
+        event_id="cam-01:1",
+        camera_id="cam-01",
+        frame_id=1,
+        group_id="g1",
+        completed_time=timestamp(),
+        model="sim-vl",
+        key_id="key-1",
+        verdict=events_pb2.Verdict(
+            risk_level=events_pb2.RISK_LEVEL_HIGH,
+            risk_types=["vehicle_pedestrian_conflict"],
+            description="A pedestrian is about to cross in front of a moving car.",
+        ),
+    )
+    await cache.stream_add(keys.camera_alerts("cam-01"), alert.SerializeToString(), maxlen=100)
+    await publish_state(cache, risk_state("cam-01", 1))
+    await page.wait_for_selector('[data-camera="cam-01"][data-risk="high"]', timeout=10_000)
+    assert json.loads(await tile.get_attribute("data-groups") or "{}") == {"g1": "high"}
+    # The group's box (x1=10 in the image, drawn 4 px outside) is now drawn in the 'high' red.
+    red = await pixel(page, 6, 60)
+    assert red[0] > 180 and red[1] < 90 and red[2] < 90, red
+
+    await page.wait_for_selector("#alerts li.risk-high", timeout=10_000)
+    assert "about to cross" in await page.locator("#alerts li").first.inner_text()
+
+    await cache.publish(keys.HEALTH_CHANNEL, json.dumps({"source": "scheduler", "keys_available": 2}).encode())
+    await page.wait_for_function(
+        "document.querySelector('#health').innerText.includes('keys_available')", timeout=10_000
+    )
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert not errors, errors
