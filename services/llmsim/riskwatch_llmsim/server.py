@@ -222,7 +222,10 @@ def create_app(config: SimulatorConfig, *, clock: Clock = time.monotonic) -> web
         return _json(200, config.public_view())
 
     async def reset(request: web.Request) -> web.Response:
-        options: Any = await request.json() if request.can_read_body else {}
+        try:
+            options: Any = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError as error:
+            return _error(400, f"The reset body is not JSON: {error.msg}.", "invalid_request_error", "invalid_json")
         limits = bool(options.get("limits", False)) if isinstance(options, dict) else False
         simulator.reset(limits=limits or request.query.get("limits") in ("1", "true"))
         return _json(200, simulator.stats())

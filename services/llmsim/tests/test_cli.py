@@ -6,6 +6,7 @@ import asyncio
 import re
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -28,6 +29,14 @@ def test_flags_become_configuration() -> None:
     assert config.policy_for("key-002").revoked
     assert config.latency_median_s == 0.2
     assert [mode.value for mode in config.invalid_json_modes] == ["prose", "fenced"]
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "llmsim.yaml"
+    path.write_text("keys: {key-001: sim-key-001}\nqps: 3\nfault_5xx: 0.2\nper_key: {key-001: {rpm: 30}}\n")
+    config = config_from_args(build_parser().parse_args(["--config", str(path), "--fault-5xx", "0.05"]))
+    assert (config.qps, config.fault_5xx) == (3, 0.05)
+    assert config.policy_for("key-001").rpm == 30
 
 
 def test_invalid_flags_exit_2_without_echoing_tokens(capsys: pytest.CaptureFixture[str]) -> None:

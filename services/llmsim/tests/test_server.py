@@ -415,3 +415,30 @@ async def test_large_frames_are_accepted(start_sim: StartSimulator) -> None:
     big["messages"][1]["content"][1]["image_url"]["url"] = jpeg_data_uri(b"\xff\xd8\xff\xe0" + b"\0" * 2_000_000)
     status, _ = await post(simulator, "/v1/chat/completions", big)
     assert status == 200
+
+
+async def test_stop_releases_hanging_requests(start_sim: StartSimulator, make_client: MakeClient) -> None:
+    simulator = await start_sim(fault_timeout=1.0)
+    pending = asyncio.create_task(ask(make_client(simulator, timeout=30.0)))
+    while simulator.stats()["totals"]["timeouts"] == 0:
+        await asyncio.sleep(0.01)
+    began = time.perf_counter()
+    await simulator.stop()
+    assert time.perf_counter() - began < 1.0
+    with pytest.raises(openai.APIError):
+        await pending
+
+
+async def test_reset_refills_limits_on_request(start_sim: StartSimulator, make_client: MakeClient) -> None:
+    simulator = await start_sim(qps=1, rate_limit_grace_s=0)
+    client = make_client(simulator)
+    await ask(client)
+    status, _ = await post(simulator, "/_reset", {})
+    assert status == 200
+    with pytest.raises(openai.RateLimitError):
+        await ask(client)
+    status, stats = await post(simulator, "/_reset", {"limits": True})
+    assert status == 200 and stats["totals"]["calls"] == 0
+    await ask(client)
+    status, _ = await post(simulator, "/_reset", raw=b"{oops")
+    assert status == 400
