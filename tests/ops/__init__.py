@@ -1,0 +1,1 @@
+"""Operations: operator scripts, Prometheus rules, Grafana dashboard and compose files."""
