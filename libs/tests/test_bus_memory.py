@@ -79,7 +79,7 @@ async def test_stage_publishes_outputs_then_commits() -> None:
     await _until(lambda: len(bus.records("out")) == 10)
     await stage.stop()
     assert sorted(r.value for r in bus.records("out")) == sorted(str(i).encode() * 2 for i in range(10))
-    assert sum(bus.consumer("g", ["in"]).lag().values()) == 0
+    assert sum(lag.messages for lag in bus.consumer("g", ["in"]).lag().values()) == 0
 
 
 async def test_undecodable_record_goes_to_dead_letter_topic_and_partition_moves_on() -> None:
@@ -117,3 +117,16 @@ async def test_handler_errors_are_retried_before_dead_lettering() -> None:
     await _until(lambda: len(bus.records("out")) == 1)
     await stage.stop()
     assert calls == 3 and bus.records("in.dlq") == []
+
+
+async def test_lag_counts_unprocessed_records_and_their_age() -> None:
+    bus = InMemoryBus(partitions=1)
+    for i in range(3):
+        await bus.publish("t", "cam", str(i).encode())
+    consumer = bus.consumer("g", ["t"])
+    batch = await consumer.poll()
+    consumer.ack(batch[0])
+    await consumer.commit()
+    (lag,) = consumer.lag().values()
+    assert lag.messages == 2
+    assert 0 <= lag.seconds < 5

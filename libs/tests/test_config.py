@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.errors import ConfigError
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+
 from riskwatch.bus.kafka import KafkaBus
 from riskwatch.cache import RedisCache
 

@@ -47,16 +47,18 @@ async def test_frames_flow_through_every_stage_in_one_process(system: EmbeddedSy
         await ws.wait_for("detections", timeout=10)
         await ws.wait_for("risk_state", timeout=30, predicate=lambda m: m.get("version", 0) > 0)
 
-    detection_events = [events_pb2.DetectionEvent.FromString(r.value)
-                        for r in system.bus.records(topics.detection_results.name)]
+    detection_events = [
+        events_pb2.DetectionEvent.FromString(r.value) for r in system.bus.records(topics.detection_results.name)
+    ]
     assert sorted(e.frame_id for e in detection_events) == [f.frame_id for f in frames]
     tasks = [events_pb2.AssessmentTask.FromString(r.value) for r in system.bus.records(topics.assessment_tasks.name)]
     assert tasks
     async with asyncio.timeout(30):  # the last verdicts may still be on their way
         while len(system.bus.records(topics.risk_assessment_results.name)) < len(tasks):
             await asyncio.sleep(0.1)
-    results = [events_pb2.AssessmentResult.FromString(r.value)
-               for r in system.bus.records(topics.risk_assessment_results.name)]
+    results = [
+        events_pb2.AssessmentResult.FromString(r.value) for r in system.bus.records(topics.risk_assessment_results.name)
+    ]
     assert sorted(r.task_id for r in results) == sorted(t.task_id for t in tasks)
     state = await get_state(system.gateway.grpc_port, camera)
     assert state.camera_id == camera and state.version > 0

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
+
 from riskwatch.cache import RedisCache, keys
 from riskwatch.v1 import events_pb2
-
 from tests.support.clients import WsRecorder, add_push_camera, push_frames
 from tests.support.frames import video_frames
 from tests.support.stack import BOOTSTRAP, REDIS_URL, REPO, VIDEO, Stack

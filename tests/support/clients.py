@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import websockets
+
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 
 

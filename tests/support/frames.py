@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+
 from riskwatch import events
 from riskwatch.v1 import detector_pb2
 

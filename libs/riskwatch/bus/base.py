@@ -32,6 +32,21 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Lag:
+    """Messages not yet processed in a partition, and an estimate of how old the oldest of them is."""
+
+    messages: int
+    seconds: float
+
+
+def estimate_lag(messages: int, oldest_timestamp_ms: int | None, now_s: float) -> Lag:
+    """Age of the oldest unprocessed record: exact when it was delivered, else bounded by the last delivered one."""
+    if messages <= 0 or not oldest_timestamp_ms:
+        return Lag(max(messages, 0), 0.0)
+    return Lag(messages, max(0.0, now_s - oldest_timestamp_ms / 1000))
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message a stage wants published once it has processed a record."""
 
@@ -57,8 +72,8 @@ class Consumer(abc.ABC):
         """Commit, per partition, the offset after the highest contiguous acknowledged record."""
 
     @abc.abstractmethod
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the end of each assigned partition, as last seen."""
+    def lag(self) -> dict[tuple[str, int], Lag]:
+        """How far behind the end of each assigned partition this member is, as last seen."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -91,14 +106,16 @@ class OffsetTracker:
     """Per partition: which delivered offsets are acknowledged, and the contiguous commit point."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, int], deque[int]] = {}
+        self._pending: dict[tuple[str, int], deque[tuple[int, int]]] = {}
         self._acked: dict[tuple[str, int], set[int]] = {}
         self._commit_point: dict[tuple[str, int], int] = {}
+        self._last_timestamp_ms: dict[tuple[str, int], int] = {}
 
     def delivered(self, record: Record) -> None:
         tp = (record.topic, record.partition)
-        self._pending.setdefault(tp, deque()).append(record.offset)
+        self._pending.setdefault(tp, deque()).append((record.offset, record.timestamp_ms))
         self._acked.setdefault(tp, set())
+        self._last_timestamp_ms[tp] = record.timestamp_ms
 
     def ack(self, record: Record) -> None:
         tp = (record.topic, record.partition)
@@ -107,8 +124,8 @@ class OffsetTracker:
             return  # partition was revoked meanwhile; its records will be redelivered elsewhere
         acked = self._acked[tp]
         acked.add(record.offset)
-        while pending and pending[0] in acked:
-            offset = pending.popleft()
+        while pending and pending[0][0] in acked:
+            offset, _ = pending.popleft()
             acked.discard(offset)
             self._commit_point[tp] = offset + 1
 
@@ -117,6 +134,16 @@ class OffsetTracker:
         ready = dict(self._commit_point)
         self._commit_point.clear()
         return ready
+
+    def oldest_timestamp_ms(self, tp: tuple[str, int]) -> int | None:
+        """Broker timestamp of the oldest unacknowledged record, else of the last record delivered."""
+        pending = self._pending.get(tp)
+        if pending:
+            return pending[0][1]
+        return self._last_timestamp_ms.get(tp)
+
+    def pending_count(self, tp: tuple[str, int]) -> int:
+        return len(self._pending.get(tp, ()))
 
     def in_flight(self) -> int:
         return sum(len(p) for p in self._pending.values())
@@ -127,3 +154,4 @@ class OffsetTracker:
             self._pending.pop(tp, None)
             self._acked.pop(tp, None)
             self._commit_point.pop(tp, None)
+            self._last_timestamp_ms.pop(tp, None)

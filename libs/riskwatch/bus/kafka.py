@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,7 +13,7 @@ from confluent_kafka import Consumer as _KafkaConsumer
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from riskwatch.bus.base import Consumer, EventBus, Headers, OffsetTracker, Record
+from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
 from riskwatch.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -196,15 +197,19 @@ class KafkaConsumer(Consumer):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._commit_now, True)
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[tuple[str, int], Lag]:
         result = {}
+        now = time.time()
         for (topic, partition), position in list(self._positions.items()):
             try:
                 _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 continue
             if high >= 0:
-                result[(topic, partition)] = max(0, high - position)
+                with self._lock:
+                    oldest = self._tracker.oldest_timestamp_ms((topic, partition))
+                    in_flight = self._tracker.pending_count((topic, partition))
+                result[(topic, partition)] = estimate_lag(max(0, high - position) + in_flight, oldest, now)
         return result
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import zlib
 
-from riskwatch.bus.base import Consumer, EventBus, Headers, OffsetTracker, Record
+from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
 
 
 class _Topic:
@@ -97,10 +97,15 @@ class _InMemoryConsumer(Consumer):
         for (name, p), offset in self._tracker.committable().items():
             self._bus._committed[(self._group, name, p)] = offset
 
-    def lag(self) -> dict[tuple[str, int], int]:
+    def lag(self) -> dict[tuple[str, int], Lag]:
+        now = time.time()
         return {
-            (name, p): len(self._bus._topics[name].partitions[p]) - self._bus._committed.get((self._group, name, p), 0)
-            for (name, p) in self._position
+            tp: estimate_lag(
+                len(self._bus._topics[tp[0]].partitions[tp[1]]) - self._bus._committed.get((self._group, *tp), 0),
+                self._tracker.oldest_timestamp_ms(tp),
+                now,
+            )
+            for tp in self._position
         }
 
     async def close(self) -> None:

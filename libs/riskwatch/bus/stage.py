@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from riskwatch.bus.base import Consumer, EventBus, Outgoing, Record
+from riskwatch.bus.base import Consumer, EventBus, Lag, Outgoing, Record
 from riskwatch.errors import DecodeError
 from riskwatch.telemetry import metrics
 
@@ -46,7 +47,7 @@ class Stage:
         self._handler = handler
         self._dead_letter_topic = dead_letter_topic
         self._group = group
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slot_freed = asyncio.Event()
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._commit_interval_s = commit_interval_s
@@ -54,6 +55,7 @@ class Stage:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self.lag: dict[tuple[str, int], Lag] = {}
 
     async def start(self) -> None:
         """Run the loop in the background until `stop`."""
@@ -70,26 +72,32 @@ class Stage:
         try:
             while not self._stopping.is_set():
                 free = self._concurrency - len(self._tasks)
-                records = await self._consumer.poll(max_records=max(1, free), timeout_s=0.2) if free else []
-                if not free:
-                    await asyncio.wait(self._tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-                for record in records:
-                    if self._concurrency == 1:
-                        await self._process(record)
-                    else:
-                        await self._slots.acquire()
-                        task = asyncio.create_task(self._process(record))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._done)
+                if free == 0:
+                    await self._wait_for_slot()
+                else:
+                    for record in await self._consumer.poll(max_records=free, timeout_s=0.2):
+                        if self._concurrency == 1:
+                            await self._process(record)
+                        else:
+                            task = asyncio.create_task(self._process(record))
+                            self._tasks.add(task)
+                            task.add_done_callback(self._done)
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     await self._commit()
                     last_commit = time.monotonic()
         finally:
             await self._drain()
 
+    async def _wait_for_slot(self) -> None:
+        self._slot_freed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout=0.2)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: record processing crashed", self.name, exc_info=task.exception())
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -103,8 +111,22 @@ class Stage:
 
     async def _commit(self) -> None:
         await self._consumer.commit()
-        for (topic, partition), lag in self._consumer.lag().items():
-            metrics.KAFKA_CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag)
+        self.lag = self._consumer.lag()
+        for (topic, partition), lag in self.lag.items():
+            metrics.KAFKA_CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag.messages)
+            metrics.KAFKA_CONSUMER_LAG_SECONDS.labels(self._group, topic, str(partition)).set(lag.seconds)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def health(self) -> dict[str, object]:
+        """What the dashboard's health panel shows for this stage."""
+        return {
+            "consumer lag (messages)": sum(lag.messages for lag in self.lag.values()),
+            "consumer lag (s)": round(max((lag.seconds for lag in self.lag.values()), default=0.0), 2),
+            "in flight": self.in_flight,
+        }
 
     async def _process(self, record: Record) -> None:
         outputs = await self._run_handler(record)

@@ -15,6 +15,10 @@ KAFKA_CONSUMER_LAG = Gauge(
     "Messages between a consumer group's position and the end of the partition",
     ["group", "topic", "partition"],
 )
+KAFKA_CONSUMER_LAG_SECONDS = Gauge(
+    "kafka_consumer_lag_seconds", "Estimated age of the oldest record a consumer group has not processed yet",
+    ["group", "topic", "partition"],
+)
 STAGE_RECORDS = Counter("riskwatch_stage_records_total", "Records handled by a stage", ["stage", "outcome"])
 DEAD_LETTERS = Counter("riskwatch_dead_letter_total", "Records sent to a dead-letter topic", ["source_topic"])
 END_TO_END_LATENCY = Histogram(

@@ -37,7 +37,7 @@ class EmbeddedSystem:
         self.simulator_config, self.simulator_port = simulator_for(load_api_keys(scheduler_settings.api_keys_file))
         self.simulator: RunningSimulator | None = None
         self.aggregator = AggregatorApp(load_settings(AggregatorSettings, directory), self.bus, self.cache)
-        self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings))
+        self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings), self.cache)
         self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus)
         self.detector = Detector.from_settings(load_settings(DetectorSettings, directory), self.bus)
         self.gateway = Gateway(settings, self.detector, self.cache)

@@ -6,8 +6,7 @@ import sys
 
 from riskwatch.cli import main
 from riskwatch.lifecycle import run_until_signalled
-from riskwatch.runtime import connect_bus
-
+from riskwatch.runtime import connect_bus, make_cache
 from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
 from riskwatch_scheduler.config import SchedulerSettings
 
@@ -23,10 +22,12 @@ async def run_task_generator(settings: SchedulerSettings) -> None:
 async def run_llm_scheduler(settings: SchedulerSettings) -> None:
     llm = build_llm_client(settings)
     bus = await connect_bus(settings)
+    cache = make_cache(settings)
     try:
-        await run_until_signalled(LlmSchedulerApp(settings, bus, llm))
+        await run_until_signalled(LlmSchedulerApp(settings, bus, llm, cache))
     finally:
         await bus.close()
+        await cache.close()
 
 
 ENTRY_POINTS = {"task-generator": run_task_generator, "llm-scheduler": run_llm_scheduler}

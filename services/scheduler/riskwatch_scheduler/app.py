@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from riskwatch.bus import EventBus, Stage
+from riskwatch.cache import Cache
 from riskwatch.config import load_yaml
 from riskwatch.errors import ConfigError
+from riskwatch.telemetry.health import HealthPublisher
 from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.keypool import KeyState
 from riskwatch_scheduler.keys_config import ApiKeysConfigError, load_api_keys
 from riskwatch_scheduler.llm_client import LlmClient
 from riskwatch_scheduler.prompt import DEFAULT_PROMPT, PromptBook
@@ -51,7 +54,7 @@ class TaskGeneratorApp:
 class LlmSchedulerApp:
     """Consumes tasks with up to `scheduler.max_concurrent_tasks` in flight; results are published before commit."""
 
-    def __init__(self, settings: SchedulerSettings, bus: EventBus, llm: LlmClient) -> None:
+    def __init__(self, settings: SchedulerSettings, bus: EventBus, llm: LlmClient, cache: Cache) -> None:
         topics = settings.kafka.topics
         group = settings.kafka.consumer_groups.scheduler
         self.llm = llm
@@ -65,10 +68,26 @@ class LlmSchedulerApp:
             group=group,
             concurrency=settings.kafka.scheduler.max_concurrent_tasks,
         )
+        self.health = HealthPublisher(cache, "llm-scheduler", self._health)
+
+    def _health(self) -> dict[str, object]:
+        keys = self.llm.pool.snapshot()
+        by_state: dict[str, list[str]] = {}
+        for key in keys:
+            by_state.setdefault(key.state.value, []).append(key.key_id)
+        return {
+            **self.stage.health(),
+            "API keys": {state: len(ids) for state, ids in by_state.items()},
+            "keys cooling": by_state.get(KeyState.COOLING.value, []),
+            "keys disabled": by_state.get(KeyState.DISABLED.value, []),
+            "LLM calls last minute": sum(k.calls_last_minute for k in keys),
+        }
 
     async def start(self) -> None:
         await self.stage.start()
+        await self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
         await self.stage.stop()
         await self.llm.close()
