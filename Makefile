@@ -6,22 +6,22 @@ PY := $(UV) run --frozen
 PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
 GEN_STAMP := libs/riskwatch/v1/__init__.py
 
-.PHONY: bench bench-scheduler help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+.PHONY: bench bench-detector bench-scheduler help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-up: install proto assets ## Run the whole system embedded in one process on the sample video (no Kafka/Redis needed)
+up: install proto models ## Run the whole system embedded in one process on the sample video (no Kafka/Redis needed)
 	$(PY) python -m riskwatch_gateway
 
-up-streaming: install proto assets infra-up topics ## Start Kafka, Redis and every service as its own process
+up-streaming: install proto models infra-up topics ## Start Kafka, Redis and every service as its own process
 	bash scripts/start_streaming_services.sh --all
 
 down: ## Stop whatever `make up*` started (services, then Kafka and Redis)
 	-bash scripts/stop_streaming_services.sh --all
 	bash deploy/local/infra.sh down
 
-test: install proto assets infra-up topics ## Run every test suite against real Kafka and Redis (what CI runs)
+test: install proto models infra-up topics ## Run every test suite against real Kafka and Redis (what CI runs)
 	$(PY) pytest
 
 test-unit: install proto ## Fast tests only: no Kafka, Redis or end-to-end
@@ -42,7 +42,11 @@ $(GEN_STAMP): $(PROTO_FILES)
 assets: ## Fetch the offline YOLO model and the sample video if absent
 	bash scripts/fetch_assets.sh
 
-models: assets ## Fetch the model weights and export them to ONNX
+models: assets ## Export the YOLO weights to ONNX (int8) and link models/detector.onnx (skipped when up to date)
+	$(PY) python scripts/export_model.py
+
+bench-detector: install proto models ## Detector: ultralytics baseline vs ONNX Runtime vs the gRPC service → bench-results/detector.json
+	$(PY) python services/detector/bench/bench_detector.py $(BENCH_ARGS)
 
 bench-scheduler: install proto infra-up ## Key pool + scheduler at 120 tasks/s for 60 s against 10 keys x 10 QPS → bench-results/scheduler.json
 	PYTHONPATH=. $(PY) python services/scheduler/bench/bench_scheduler.py $(BENCH_ARGS)
@@ -62,7 +66,7 @@ lint: proto ## Ruff and buf lint (checks only)
 	$(PY) buf lint proto
 
 typecheck: proto ## mypy in strict mode
-	$(PY) mypy libs/riskwatch services
+	$(PY) mypy libs/riskwatch services/*/riskwatch_*
 
 format: ## Format the code (changes files)
 	$(PY) ruff format .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import logging
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from riskwatch.errors import ConfigError
 from riskwatch_detector.config import BackendName, DetectorConfig, OnnxOptions
@@ -38,9 +40,7 @@ class RawDetections:
 
     @staticmethod
     def empty() -> RawDetections:
-        return RawDetections(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
-        )
+        return RawDetections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
 
 class Backend(Protocol):
@@ -86,7 +86,9 @@ def letterbox(image: Image, size: int, out: FloatArray) -> Letterbox:
     height, width = image.shape[:2]
     scale = min(size / height, size / width)
     new_w, new_h = round(width * scale), round(height * scale)
-    resized = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), cv2.INTER_LINEAR)
+    resized = image
+    if (new_w, new_h) != (width, height):
+        resized = np.asarray(cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR), np.uint8)
     pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
     top, left = round(pad_y - 0.1), round(pad_x - 0.1)
     canvas = np.full((size, size, 3), 114, np.uint8)
@@ -131,8 +133,6 @@ def postprocess(
 
 
 def _graph_level(name: str) -> Any:
-    import onnxruntime as ort
-
     return {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -143,8 +143,6 @@ def _graph_level(name: str) -> Any:
 
 def onnx_session(path: Path, options: OnnxOptions) -> Any:
     """An InferenceSession with the configured graph optimisation, threads and providers."""
-    import onnxruntime as ort
-
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = _graph_level(options.graph_optimization)
     session_options.intra_op_num_threads = options.intra_op_threads
@@ -173,7 +171,9 @@ class OnnxBackend:
         self._session = onnx_session(config.model_path, config.onnx)
         meta = self._session.get_modelmeta().custom_metadata_map
         if "names" not in meta:
-            raise ConfigError(f"detector.model_path: {config.model_path} has no class names (not an ultralytics export?)")
+            raise ConfigError(
+                f"detector.model_path: {config.model_path} has no class names (not an ultralytics export?)"
+            )
         self._names: dict[int, str] = {int(k): str(v) for k, v in ast.literal_eval(meta["names"]).items()}
         model_input = self._session.get_inputs()[0]
         self._input_name: str = model_input.name
@@ -187,7 +187,10 @@ class OnnxBackend:
             )
         log.info(
             "ONNX model %s: classes %s, input %s, providers %s",
-            config.model_path, self._names, model_input.shape, self._session.get_providers(),
+            config.model_path,
+            self._names,
+            model_input.shape,
+            self._session.get_providers(),
         )
 
     @property
@@ -219,8 +222,11 @@ class OnnxBackend:
         output = output.astype(np.float32, copy=False)
         return [
             postprocess(
-                output[i], boxes[i], (image.shape[0], image.shape[1]),
-                conf=self._config.conf_threshold, iou=self._config.iou_threshold,
+                output[i],
+                boxes[i],
+                (image.shape[0], image.shape[1]),
+                conf=self._config.conf_threshold,
+                iou=self._config.iou_threshold,
                 max_detections=self._config.max_detections,
             )
             for i, image in enumerate(images)
@@ -246,12 +252,13 @@ class UltralyticsBackend:
 
     def __init__(self, config: DetectorConfig) -> None:
         offline_ultralytics_env(Path("var/ultralytics").resolve())
-        from ultralytics import YOLO
+        ultralytics: Any = importlib.import_module("ultralytics")
 
         self._config = config
-        self._model = YOLO(str(config.model_path), task="detect")
+        self._model: Any = ultralytics.YOLO(str(config.model_path), task="detect")
         started = time.perf_counter()
-        self._model.predict(np.zeros((64, 64, 3), np.uint8), imgsz=config.input_size, device=config.device, verbose=False)
+        warm = np.zeros((64, 64, 3), np.uint8)
+        self._model.predict(warm, imgsz=config.input_size, device=config.device, verbose=False)
         log.info("ultralytics model %s warmed up in %.2fs", config.model_path, time.perf_counter() - started)
         self._names = {int(k): str(v) for k, v in self._model.names.items()}
 
@@ -266,10 +273,14 @@ class UltralyticsBackend:
     def infer(self, images: Sequence[Image]) -> list[RawDetections]:
         if not images:
             return []
-        results = self._model.predict(
-            list(images), imgsz=self._config.input_size, conf=self._config.conf_threshold,
-            iou=self._config.iou_threshold, max_det=self._config.max_detections,
-            device=self._config.device, verbose=False,
+        results: list[Any] = self._model.predict(
+            list(images),
+            imgsz=self._config.input_size,
+            conf=self._config.conf_threshold,
+            iou=self._config.iou_threshold,
+            max_det=self._config.max_detections,
+            device=self._config.device,
+            verbose=False,
         )
         out: list[RawDetections] = []
         for result in results:

@@ -137,24 +137,28 @@ class CameraBatcher(Generic[J, R, T]):
         while (batch := await self._next_batch()) is not None:
             if not batch:
                 continue
-            jobs = [w.job for w in batch]
             started = time.perf_counter()
-            try:
-                raw = await loop.run_in_executor(self._infer_pool, self._infer, jobs)
-            except Exception as exc:  # the model failed on this batch: every caller hears why
-                log.exception("inference failed for a batch of %d frames (cameras %s)", len(batch),
-                              ", ".join(f"{w.camera_id}#{w.frame_id}" for w in batch))
-                for waiting in batch:
-                    if not waiting.future.done():
-                        waiting.future.set_exception(exc)
-                continue
+            raw = await loop.run_in_executor(self._infer_pool, self._infer_isolating, batch)
             self._on_batch(len(batch), time.perf_counter() - started)
             await self._post_slots.acquire()
             task = asyncio.create_task(self._post_process(batch, list(raw)))
             self._post_tasks.add(task)
             task.add_done_callback(self._post_tasks.discard)
 
-    async def _post_process(self, batch: list[_Waiting[J, T]], raw: list[R]) -> None:
+    def _infer_isolating(self, batch: Sequence[_Waiting[J, T]]) -> list[R | Exception]:
+        """The batch through the model; if that fails, each frame alone, so one bad frame fails only itself."""
+        try:
+            return list(self._infer([w.job for w in batch]))
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("inference failed for camera %s frame %d", batch[0].camera_id, batch[0].frame_id)
+                return [exc]
+        outcomes: list[R | Exception] = []
+        for waiting in batch:
+            outcomes.extend(self._infer_isolating([waiting]))
+        return outcomes
+
+    async def _post_process(self, batch: list[_Waiting[J, T]], raw: list[R | Exception]) -> None:
         try:
             loop = asyncio.get_running_loop()
             outcomes = await loop.run_in_executor(self._post_pool, _finish_each, self._finish, batch, raw)
@@ -170,10 +174,13 @@ class CameraBatcher(Generic[J, R, T]):
 
 
 def _finish_each(
-    finish: Callable[[J, R], T], batch: Sequence[_Waiting[J, T]], raw: Sequence[R]
+    finish: Callable[[J, R], T], batch: Sequence[_Waiting[J, T]], raw: Sequence[R | Exception]
 ) -> list[T | Exception]:
     outcomes: list[T | Exception] = []
     for waiting, output in zip(batch, raw, strict=True):
+        if isinstance(output, Exception):
+            outcomes.append(output)
+            continue
         try:
             outcomes.append(finish(waiting.job, output))
         except Exception as exc:  # one bad frame must not fail the others; the caller gets the error

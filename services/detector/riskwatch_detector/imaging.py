@@ -70,9 +70,7 @@ def encode_jpeg(image: Image, quality: int) -> bytes:
     return bytes(buffer.tobytes())
 
 
-def crop_region(
-    image: Image, box: tuple[float, float, float, float], *, margin: float, max_side: int
-) -> Image:
+def crop_region(image: Image, box: tuple[float, float, float, float], *, margin: float, max_side: int) -> Image:
     """The box plus `margin` × its longer side on every side, clipped to the image, downscaled to `max_side`."""
     height, width = image.shape[:2]
     x1, y1, x2, y2 = box
@@ -88,5 +86,5 @@ def crop_region(
     if longest > max_side:
         scale = max_side / longest
         size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
-        region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
-    return region.astype(np.uint8, copy=False)
+        return np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_AREA), np.uint8)
+    return region

@@ -45,9 +45,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, service_prefix: str) -> None:
         self._prefix = service_prefix
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
-    ) -> Any:
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
@@ -94,11 +92,11 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):  # type: igno
         self._detector = detector
         self._max_in_flight = max_in_flight_per_stream
 
-    async def Detect(self, request: detector_pb2.DetectRequest, context: Any) -> detector_pb2.DetectResponse:  # noqa: N802
+    async def Detect(self, request: detector_pb2.DetectRequest, context: Any) -> detector_pb2.DetectResponse:
         event = await self._detector.detect(request.frame)
         return detector_pb2.DetectResponse(event=event)
 
-    async def DetectStream(  # noqa: N802
+    async def DetectStream(
         self, request_iterator: AsyncIterator[detector_pb2.DetectStreamRequest], context: Any
     ) -> AsyncIterator[detector_pb2.DetectStreamResponse]:
         """Frames are processed concurrently; each answer (event or FrameError) is sent as soon as it is ready."""
@@ -112,8 +110,10 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):  # type: igno
                 await answers.put(detector_pb2.DetectStreamResponse(event=event))
             except RiskwatchError as exc:
                 log.info("camera %s frame %d: %s", frame.camera_id, frame.frame_id, exc)
-                error = detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id, message=str(exc))
-                await answers.put(detector_pb2.DetectStreamResponse(error=error))
+                await answers.put(_frame_error(frame, str(exc)))
+            except Exception as exc:  # a bug on one frame must not end the stream for every other camera
+                log.exception("camera %s frame %d: detection failed", frame.camera_id, frame.frame_id)
+                await answers.put(_frame_error(frame, f"internal error: {type(exc).__name__}: {exc}"))
             finally:
                 slots.release()
 
@@ -140,6 +140,11 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):  # type: igno
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+def _frame_error(frame: detector_pb2.Frame, message: str) -> detector_pb2.DetectStreamResponse:
+    error = detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id, message=message)
+    return detector_pb2.DetectStreamResponse(error=error)
 
 
 def create_server(

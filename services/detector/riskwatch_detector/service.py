@@ -94,7 +94,8 @@ class Detector:
     @classmethod
     def from_settings(cls, settings: DetectorSettings, bus: EventBus) -> Detector:
         """The real detector: the configured backend with its model loaded."""
-        return cls(settings.detector, create_backend(settings.detector), bus, settings.kafka.topics.detection_results.name)
+        topic = settings.kafka.topics.detection_results.name
+        return cls(settings.detector, create_backend(settings.detector), bus, topic)
 
     @property
     def model_name(self) -> str:
@@ -116,8 +117,9 @@ class Detector:
     async def stop(self) -> None:
         """Stop taking frames, finish those already accepted (and their publishes), release the model."""
         self._running = False
-        await self._batcher.stop()
+        # Frames already accepted (even those still being decoded) go through the model and get published.
         await self._idle.wait()
+        await self._batcher.stop()
         self._backend.close()
 
     async def detect(self, frame: detector_pb2.Frame) -> events_pb2.DetectionEvent:
@@ -138,8 +140,10 @@ class Detector:
                 raise InvalidFrame("frame has no camera_id")
             try:
                 image = await asyncio.to_thread(
-                    decode_image, frame.image,
-                    max_bytes=self._config.max_image_bytes, max_pixels=self._config.max_image_pixels,
+                    decode_image,
+                    frame.image,
+                    max_bytes=self._config.max_image_bytes,
+                    max_pixels=self._config.max_image_pixels,
                 )
             except InvalidFrame:
                 metrics.FRAMES.labels(camera_id, "invalid").inc()
@@ -213,8 +217,12 @@ class Detector:
                 member_track_ids=sorted(member_ids),
                 box=events_pb2.BoundingBox(x1=found.box[0], y1=found.box[1], x2=found.box[2], y2=found.box[3]),
                 features=events_pb2.GroupFeatures(
-                    vehicles=f.vehicles, pedestrians=f.pedestrians, two_wheelers=f.two_wheelers, others=f.others,
-                    min_ped_vehicle_distance=f.min_ped_vehicle_distance, density=f.density,
+                    vehicles=f.vehicles,
+                    pedestrians=f.pedestrians,
+                    two_wheelers=f.two_wheelers,
+                    others=f.others,
+                    min_ped_vehicle_distance=f.min_ped_vehicle_distance,
+                    density=f.density,
                     min_spacing=f.min_spacing,
                 ),
             )

@@ -53,12 +53,12 @@ def pt_model() -> Path:
 def vtest_frames() -> list[Image]:
     """The first 12 consecutive frames of vtest.avi (768×576, people walking)."""
     capture = cv2.VideoCapture(str(_require(VIDEO)))
-    frames = []
+    frames: list[Image] = []
     while len(frames) < 12:
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(np.ascontiguousarray(frame))
+        frames.append(np.ascontiguousarray(frame, dtype=np.uint8))
     capture.release()
     assert len(frames) == 12, "vtest.avi could not be read"
     return frames
@@ -73,4 +73,3 @@ def bus_image() -> Image:
     image = cv2.imread(str(path))
     assert image is not None, f"cannot read {path}"
     return np.asarray(image, np.uint8)
-

@@ -42,8 +42,10 @@ def stats(port: int) -> dict[str, Any]:
 
 def write_api_keys(path: Path, port: int) -> None:
     lines = [f"default_base_url: http://127.0.0.1:{port}/v1", "selection_strategy: least_loaded", "keys:"]
-    lines += [f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: {QPS}, rpm_limit: {QPS * 60}}}"
-              for i in range(1, KEYS + 1)]
+    lines += [
+        f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: {QPS}, rpm_limit: {QPS * 60}}}"
+        for i in range(1, KEYS + 1)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -51,9 +53,18 @@ def task(i: int, camera: str) -> events_pb2.AssessmentTask:
     now = time.time()
     features = events_pb2.GroupFeatures(pedestrians=2 + i % 5, vehicles=i % 2, density=0.5 + (i % 7) / 4)
     return events_pb2.AssessmentTask(
-        task_id=f"bench-{i}", event_id=f"{camera}:{i}", camera_id=camera, frame_id=i, group_id=f"g-{i % 4}",
-        member_track_ids=[1, 2, 3], features=features, crop_jpeg=SAMPLE_JPEG, priority=0.5,
-        capture_time=events.timestamp(now), created_time=events.timestamp(now), deadline=events.timestamp(now + 60),
+        task_id=f"bench-{i}",
+        event_id=f"{camera}:{i}",
+        camera_id=camera,
+        frame_id=i,
+        group_id=f"g-{i % 4}",
+        member_track_ids=[1, 2, 3],
+        features=features,
+        crop_jpeg=SAMPLE_JPEG,
+        priority=0.5,
+        capture_time=events.timestamp(now),
+        created_time=events.timestamp(now),
+        deadline=events.timestamp(now + 60),
     )
 
 
@@ -75,8 +86,14 @@ async def offer(bus: KafkaBus, topic: str, rate: float, duration: float) -> int:
 
 
 def collect_results(topic: str, expected: int, timeout: float) -> list[events_pb2.AssessmentResult]:
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-reader-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"bench-reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     results: dict[str, events_pb2.AssessmentResult] = {}
     deadline = time.monotonic() + timeout
@@ -102,9 +119,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     write_api_keys(keys_file, stack.ports["llmsim"])
     stack.extra_env.update({"ALGO_API_KEYS_FILE": str(keys_file), "ALGO_LOG_LEVEL": "WARNING"})
     stack.init_topics()
-    stack.start("llmsim", "riskwatch_llmsim", "--port", str(stack.ports["llmsim"]), "--latency-median",
-                str(args.latency), "--qps", str(QPS), "--rpm", str(QPS * 60), "--log-level", "WARNING",
-                port="llmsim")
+    stack.start(
+        "llmsim",
+        "riskwatch_llmsim",
+        "--port",
+        str(stack.ports["llmsim"]),
+        "--latency-median",
+        str(args.latency),
+        "--qps",
+        str(QPS),
+        "--rpm",
+        str(QPS * 60),
+        "--log-level",
+        "WARNING",
+        port="llmsim",
+    )
     scheduler = stack.start("llm-scheduler", "riskwatch_scheduler", "llm-scheduler")
     bus = KafkaBus(BOOTSTRAP)
     try:
@@ -115,8 +144,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.duration - args.warmup)
         calls1, cpu1, t1 = stats(stack.ports["llmsim"])["totals"], cpu_seconds(scheduler.pid), time.monotonic()
         sent = await offering
-        results = await asyncio.to_thread(collect_results, stack.topics["risk-assessment-results"], sent,
-                                          args.duration * 2 + 60)
+        results = await asyncio.to_thread(
+            collect_results, stack.topics["risk-assessment-results"], sent, args.duration * 2 + 60
+        )
         final = stats(stack.ports["llmsim"])
     finally:
         await bus.close()
@@ -124,8 +154,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     window = t1 - t0
     calls = calls1["ok"] - calls0["ok"]
     answered = [r for r in results if r.WhichOneof("outcome") == "verdict"]
-    delays = [events.seconds(r.completed_time) - events.seconds(r.capture_time) - r.llm_latency_ms / 1000
-              for r in answered]
+    delays = [
+        events.seconds(r.completed_time) - events.seconds(r.capture_time) - r.llm_latency_ms / 1000 for r in answered
+    ]
     quota = KEYS * QPS
     return {
         "offered_per_s": args.rate,

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
 from riskwatch.errors import RiskwatchError
 
 from .keys_config import ApiKeyConfig, ApiKeysConfig, CoolingConfig, SelectionStrategyName
@@ -81,9 +82,12 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`, running each due call-back at its own time."""
-        if seconds < 0:
+        self.advance_to(self._now + seconds)
+
+    def advance_to(self, target: float) -> None:
+        """Move time forward to `target`, running each due call-back at its own time."""
+        if target < self._now:
             raise ValueError("a clock cannot go backwards")
-        target = self._now + seconds
         while self._timers and self._timers[0][0] <= target:
             when, _, timer = heapq.heappop(self._timers)
             if timer.cancelled:
@@ -131,9 +135,10 @@ class TokenBucket:
         return True
 
 
-def _bucket_capacity(limit_per_period: float, burst: float) -> float:
-    # Never more burst than a provider's own bucket of `limit` per period would hold (at least 1).
-    return max(1.0, min(burst, limit_per_period))
+def _bucket_capacity(limit_per_period: float, burst_fraction: float) -> float:
+    # A share of what a provider's own bucket (one period's worth) holds: the burst lets the pool catch
+    # up after the event loop stalls, and the rest of the provider's bucket absorbs network jitter.
+    return max(1.0, burst_fraction * limit_per_period)
 
 
 # --- leases, outcomes, snapshots, errors --------------------------------------------------------
@@ -267,16 +272,16 @@ class _Key:
         "successes",
     )
 
-    def __init__(self, index: int, config: ApiKeyConfig, burst: float, now: float) -> None:
+    def __init__(self, index: int, config: ApiKeyConfig, burst_fraction: float, now: float) -> None:
         self.index = index
         self.id = config.id
         self.priority = config.priority
-        self.qps = TokenBucket(config.qps_limit, _bucket_capacity(config.qps_limit, burst), now)
-        self.rpm = TokenBucket(config.rpm_limit / 60.0, _bucket_capacity(config.rpm_limit, burst), now)
+        self.qps = TokenBucket(config.qps_limit, _bucket_capacity(config.qps_limit, burst_fraction), now)
+        self.rpm = TokenBucket(config.rpm_limit / 60.0, _bucket_capacity(config.rpm_limit, burst_fraction), now)
         self.disabled = not config.enabled
         self.cooldown_until = -math.inf
-        # Start of the current failure streak's latest step: only calls sent after it count as news.
-        self.failure_epoch = -math.inf
+        # The last lease granted when the latest counted failure came in: only later leases are news.
+        self.failure_epoch = 0
         self.consecutive_failures = 0
         self.in_flight = 0
         self.successes = 0
@@ -424,16 +429,18 @@ class _PoolMetrics:
             registry=registry,
         )
         self.state = Gauge(
-            "api_key_state", "1 for the state an API key is in, 0 for the others", ["key_id", "state"],
+            "api_key_state",
+            "1 for the state an API key is in, 0 for the others",
+            ["key_id", "state"],
             registry=registry,
         )
         self.cooldown = Gauge(
-            "api_key_cooldown_seconds", "Seconds until a cooling API key may be used again", ["key_id"],
+            "api_key_cooldown_seconds",
+            "Seconds until a cooling API key may be used again",
+            ["key_id"],
             registry=registry,
         )
-        self.calls = Counter(
-            "llm_calls", "LLM calls by API key and outcome", ["key_id", "outcome"], registry=registry
-        )
+        self.calls = Counter("llm_calls", "LLM calls by API key and outcome", ["key_id", "outcome"], registry=registry)
         self.latency = Histogram(
             "llm_latency_seconds", "Duration of one LLM call", buckets=LATENCY_BUCKETS, registry=registry
         )
@@ -470,20 +477,22 @@ class KeyPool:
         cooling: CoolingConfig | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = REGISTRY,
-        burst: float = 2.0,
+        burst_fraction: float = 0.5,
     ) -> None:
         if not keys:
             raise ValueError("a key pool needs at least one key")
+        if not 0 < burst_fraction <= 1:
+            raise ValueError("burst_fraction must be in (0, 1]")
         if len({k.id for k in keys}) != len(keys):
             raise ValueError("key ids must be unique")
         self._clock: Clock = clock or MonotonicClock()
         self._strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         self._cooling = cooling or CoolingConfig()
         now = self._clock.now()
-        self._keys = [_Key(i, k, burst, now) for i, k in enumerate(keys)]
+        self._keys = [_Key(i, k, burst_fraction, now) for i, k in enumerate(keys)]
         self._by_id = {k.id: k for k in self._keys}
         self._leases: dict[int, _Key] = {}
-        self._lease_ids = itertools.count(1)
+        self._last_lease_id = 0
         self._queue: deque[_Waiter] = deque()
         self._deadlines: list[tuple[float, int, _Waiter]] = []
         self._waiter_seq = itertools.count()
@@ -576,7 +585,8 @@ class KeyPool:
 
     def _grant(self, key: _Key, now: float) -> KeyLease:
         key.take(now)
-        lease = KeyLease(key.id, next(self._lease_ids), now)
+        self._last_lease_id += 1
+        lease = KeyLease(key.id, self._last_lease_id, now)
         self._leases[lease.lease_id] = key
         return lease
 
@@ -591,10 +601,7 @@ class KeyPool:
     def _hopeless_message(self) -> str:
         disabled = sum(1 for k in self._keys if k.disabled)
         cooling = len(self._keys) - disabled
-        return (
-            "All API keys are cooling down or disabled "
-            f"({disabled} disabled, {cooling} cooling past the deadline)"
-        )
+        return f"All API keys are cooling down or disabled ({disabled} disabled, {cooling} cooling past the deadline)"
 
     # -- waking waiters --------------------------------------------------------------------------
 
@@ -690,7 +697,7 @@ class KeyPool:
         if kind is OutcomeKind.SUCCESS:
             key.successes += 1
             # A success of a call sent before the latest failure is old news and does not end the streak.
-            if lease.acquired_at >= key.failure_epoch:
+            if lease.lease_id > key.failure_epoch:
                 key.consecutive_failures = 0
             return
         key.failures += 1
@@ -706,9 +713,9 @@ class KeyPool:
     def _cool(self, key: _Key, lease: KeyLease, now: float, retry_after: float | None) -> None:
         # Calls already in flight when a key starts failing fail together; they are one piece of news,
         # so only a call sent after the previous failure lengthens the backoff.
-        if lease.acquired_at >= key.failure_epoch:
+        if lease.lease_id > key.failure_epoch:
             key.consecutive_failures += 1
-            key.failure_epoch = now
+            key.failure_epoch = self._last_lease_id
         cooling = self._cooling
         backoff = cooling.min_cooldown * 2.0 ** min(key.consecutive_failures - 1, 60)
         backoff = min(max(backoff, cooling.min_cooldown), cooling.max_cooldown)

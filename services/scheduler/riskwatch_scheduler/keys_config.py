@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from riskwatch.errors import ConfigError
 
 # `${VAR}` or `${VAR:-default}` as the whole value (as in a shell, the default also replaces an empty value).
@@ -75,9 +76,7 @@ class CoolingConfig(_Frozen):
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Self:
         if self.min_cooldown > self.max_cooldown:
-            raise ValueError(
-                f"min_cooldown ({self.min_cooldown}) must not exceed max_cooldown ({self.max_cooldown})"
-            )
+            raise ValueError(f"min_cooldown ({self.min_cooldown}) must not exceed max_cooldown ({self.max_cooldown})")
         return self
 
 
@@ -224,9 +223,13 @@ def load_api_keys(path: str | Path, environ: Mapping[str, str] | None = None) ->
     try:
         return ApiKeysConfig.from_mapping(data, environ)
     except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+        locs = [tuple(err["loc"]) for err in errors]
         issues = [
             ConfigIssue(field_path(err["loc"]), _reason(err), _line_of(root, err["loc"]))
-            for err in exc.errors(include_input=False, include_url=False, include_context=False)
+            for err, loc in zip(errors, locs, strict=True)
+            # a container's own complaint ("should have at least 1 item") is noise next to its items' errors
+            if not any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs)
         ]
         # `from None`: the pydantic error's own text includes input values, which may be secrets.
         raise ApiKeysConfigError(path, issues) from None

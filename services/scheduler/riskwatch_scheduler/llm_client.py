@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
 import time
@@ -11,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import httpx2
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from .keypool import DeadlineExceeded, KeyPool, NoUsableKeys, Outcome
@@ -27,6 +29,7 @@ FailureKind = Literal["deadline_exceeded", "invalid_reply", "no_usable_keys", "l
 # A Retry-After beyond this is treated as this long: the key rests, but is not lost for good on one header.
 MAX_RETRY_AFTER_S = 3600.0
 _ERROR_TEXT_CHARS = 300
+_DEADLINE_SLACK_S = 0.005
 
 ClientFactory = Callable[[str, str, float], AsyncOpenAI]
 """Builds the client for (base_url, api_key secret, default timeout)."""
@@ -127,12 +130,13 @@ class LlmClient:
         self._prompts = prompts or PromptBook()
         self._client_factory = client_factory
         self._request_timeout_s = config.request_timeout_s
-        self._temperature = temperature
-        self._max_tokens = max_tokens
-        # Some OpenAI-compatible servers reject response_format, so asking for JSON mode is opt-in.
-        self._response_format: openai.types.chat.completion_create_params.ResponseFormat | openai.Omit = (
-            {"type": "json_object"} if json_mode else openai.omit
-        )
+        # The request fields besides model and messages, as the chat-completions API names them.
+        self._request_fields: dict[str, object] = {"temperature": temperature}
+        if max_tokens is not None:
+            self._request_fields["max_tokens"] = max_tokens
+        if json_mode:
+            # Some OpenAI-compatible servers reject response_format, so asking for JSON mode is opt-in.
+            self._request_fields["response_format"] = {"type": "json_object"}
         self._keys: dict[str, ApiKeyConfig] = {k.id: k for k in config.keys}
         self._targets = {k.id: _Target(config.base_url_for(k), config.model_for(k)) for k in config.keys}
         missing = set(pool.key_ids) - set(self._targets)
@@ -170,9 +174,7 @@ class LlmClient:
         messages = build_messages(self._prompts.for_camera(camera_id), features, crop_jpeg)
         return await self.assess_messages(messages, deadline=deadline)
 
-    async def assess_messages(
-        self, messages: Sequence[ChatCompletionMessageParam], *, deadline: float
-    ) -> Assessment:
+    async def assess_messages(self, messages: Sequence[ChatCompletionMessageParam], *, deadline: float) -> Assessment:
         """Send a prepared request until a valid verdict or `deadline`; never raises for LLM/key trouble."""
         clock = self._pool.clock
         started = clock.now()
@@ -205,17 +207,23 @@ class LlmClient:
             remaining = deadline - call_started
             timeout = min(self._request_timeout_s, remaining)
             try:
-                completion: ChatCompletion = await client.chat.completions.create(
-                    model=model,
-                    messages=messages,
-                    temperature=self._temperature,
-                    max_tokens=self._max_tokens if self._max_tokens is not None else openai.omit,
-                    response_format=self._response_format,
-                    timeout=timeout,
-                )
-            except openai.OpenAIError as error:
-                latency = clock.now() - call_started
-                call_error = self._classify(error, cut_by_deadline=remaining < self._request_timeout_s)
+                # The HTTP timeouts apply per read; this bounds the whole call, however the body trickles in.
+                async with asyncio.timeout(timeout):
+                    # The client's raw `post` keeps its auth, base URL and typed errors but skips re-validating
+                    # our already well-formed request and building response models: half its CPU per call.
+                    response = await client.post(
+                        "/chat/completions",
+                        body={"model": model, "messages": messages, **self._request_fields},
+                        cast_to=httpx2.Response,
+                        options={"timeout": timeout},
+                    )
+                    completion = json.loads(response.content)
+            except (openai.OpenAIError, TimeoutError, json.JSONDecodeError, httpx2.HTTPError) as error:
+                now = clock.now()
+                latency = now - call_started
+                # Timing out because the task's deadline came is not the key's fault; its own timeout is.
+                cut_by_deadline = remaining < self._request_timeout_s and now >= deadline - _DEADLINE_SLACK_S
+                call_error = self._classify(error, cut_by_deadline=cut_by_deadline)
                 self._pool.release(lease, call_error.outcome)
                 last_error = f"{key_id}: {call_error.message}"
                 if not call_error.retryable:
@@ -229,9 +237,14 @@ class LlmClient:
                 self._pool.release(lease, Outcome.other_error())
                 raise
             latency = clock.now() - call_started
+            reply = _reply_text(completion)
+            if reply is None:
+                self._pool.release(lease, Outcome.server_error())
+                last_error = f"{key_id}: the response is not a chat completion"
+                avoid = frozenset({key_id})
+                continue
             self._pool.release(lease, Outcome.success())
             avoid = frozenset()
-            reply = _reply_text(completion)
             try:
                 verdict = parse_reply(reply)
             except InvalidReply as error:
@@ -243,8 +256,10 @@ class LlmClient:
                 continue
             return Assessment(verdict, None, key_id, model, latency, clock.now() - started, attempts)
 
-    def _classify(self, error: openai.OpenAIError, *, cut_by_deadline: bool) -> _CallError:
-        if isinstance(error, openai.APITimeoutError):
+    def _classify(
+        self, error: openai.OpenAIError | TimeoutError | json.JSONDecodeError, *, cut_by_deadline: bool
+    ) -> _CallError:
+        if isinstance(error, openai.APITimeoutError | TimeoutError):
             # A call we cut short at the task's deadline says nothing about the key.
             outcome = Outcome.abandoned() if cut_by_deadline else Outcome.timeout()
             return _CallError(outcome, "the request timed out", retryable=True)
@@ -266,7 +281,7 @@ class LlmClient:
             return _CallError(
                 Outcome.other_error(), f"HTTP {status}: {self._error_text(error.message)}", retryable=False
             )
-        if isinstance(error, openai.APIResponseValidationError):
+        if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError):
             return _CallError(Outcome.server_error(), "malformed response from the API", retryable=True)
         return _CallError(Outcome.other_error(), self._error_text(str(error)), retryable=False)
 
@@ -288,7 +303,16 @@ class LlmClient:
                 log.warning("closing the LLM client of key %s failed: %s", key_id, type(error).__name__)
 
 
-def _reply_text(completion: ChatCompletion) -> str:
-    if not completion.choices:
+def _reply_text(completion: object) -> str | None:
+    """The first choice's text ("" if it has none); None when the response is no chat completion at all.
+
+    A 200 may carry any JSON (or a proxy's error object), so nothing is assumed.
+    """
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not isinstance(choices, list):
+        return None
+    if not choices:
         return ""
-    return completion.choices[0].message.content or ""
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from riskwatch.errors import RiskwatchError
 
 FEATURES_MARKER = "Group features (JSON):"
@@ -62,9 +63,7 @@ class PromptBook:
         return self.per_camera.get(camera_id, self.default)
 
 
-def build_messages(
-    prompt: str, features: Mapping[str, object], crop_jpeg: bytes
-) -> list[ChatCompletionMessageParam]:
+def build_messages(prompt: str, features: Mapping[str, object], crop_jpeg: bytes) -> list[ChatCompletionMessageParam]:
     """A system message and one user message: the prompt with the group's features, and the crop."""
     text = f"{prompt}\n\n{FEATURES_MARKER}\n{json.dumps(features, separators=(',', ':'))}"
     image_url = "data:image/jpeg;base64," + base64.b64encode(crop_jpeg).decode("ascii")

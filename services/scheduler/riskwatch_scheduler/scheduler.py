@@ -102,7 +102,7 @@ class LlmScheduler:
             completed_time=events.timestamp(),
         )
         if assessment is not None:
-            result.model = assessment.model
+            result.model = assessment.model or ""
             result.key_id = assessment.key_id or ""
             result.llm_latency_ms = assessment.latency_s * 1000
             result.attempts = assessment.attempts

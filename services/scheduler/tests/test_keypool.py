@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
+
 from riskwatch_llmsim.limits import RateLimiter
 from riskwatch_scheduler.keypool import (
     DeadlineExceeded,
@@ -27,7 +28,9 @@ from riskwatch_scheduler.keys_config import ApiKeyConfig, CoolingConfig
 FAST = 10_000.0  # a limit high enough never to matter
 
 
-def key(key_id: str, *, qps: float = FAST, rpm: int = 1_000_000, priority: int = 1, enabled: bool = True) -> ApiKeyConfig:
+def key(
+    key_id: str, *, qps: float = FAST, rpm: int = 1_000_000, priority: int = 1, enabled: bool = True
+) -> ApiKeyConfig:
     return ApiKeyConfig.model_validate(
         {
             "id": key_id,
@@ -60,7 +63,9 @@ def make_pool(
     max_cooldown: float = 8.0,
     clock: ManualClock | None = None,
     registry: CollectorRegistry | None = None,
+    burst_fraction: float = 1.0,
 ) -> tuple[KeyPool, ManualClock, CollectorRegistry]:
+    """A pool on a manual clock; the full burst lets tests take many leases without time passing."""
     clock = clock or ManualClock()
     registry = registry or CollectorRegistry()
     pool = KeyPool(
@@ -69,6 +74,7 @@ def make_pool(
         cooling=CoolingConfig(min_cooldown=min_cooldown, max_cooldown=max_cooldown),
         clock=clock,
         registry=registry,
+        burst_fraction=burst_fraction,
     )
     return pool, clock, registry
 
@@ -81,8 +87,8 @@ async def settle() -> None:
 
 async def advance(clock: ManualClock, seconds: float, step: float = 0.01) -> None:
     end = clock.now() + seconds
-    while clock.now() < end - 1e-9:
-        clock.advance(min(step, end - clock.now()))
+    while clock.now() < end:
+        clock.advance_to(min(clock.now() + step, end))
         await settle()
 
 
@@ -224,16 +230,19 @@ def max_in_window(times: Sequence[float], window: float) -> int:
 
 async def test_pacing_uses_the_whole_quota_and_never_exceeds_a_providers_token_bucket() -> None:
     keys = [key("a", qps=5, rpm=6000), key("b", qps=2.5, rpm=6000), key("c", qps=10, rpm=120)]
-    pool, clock, _ = make_pool(keys)
+    pool, clock, _ = make_pool(keys, burst_fraction=0.5)  # the production default
     grants = await run_saturated(pool, clock, seconds=60)
     by_key = {k.id: [t for t, kid in grants if kid == k.id] for k in keys}
-    # the whole quota is used: rate x time (c is bound by its rpm: 2/s), plus at most the burst
-    assert 5 * 60 <= len(by_key["a"]) <= 5 * 60 + 2
-    assert 2.5 * 60 <= len(by_key["b"]) <= 2.5 * 60 + 2
-    assert 2 * 60 <= len(by_key["c"]) <= 2 * 60 + 2
-    # never more than a second's worth (+1 of burst) in any second
-    assert max_in_window(by_key["a"], 1.0) <= 6
-    assert max_in_window(by_key["c"], 60.0) <= 121
+    # the whole quota is used: rate x time, plus at most the burst (half a period's worth of calls);
+    # c is bound by its rpm (2/s) once the burst of its per-minute bucket (60 calls) is spent
+    assert 5 * 60 <= len(by_key["a"]) <= 5 * 60 + 2.5
+    assert 2.5 * 60 <= len(by_key["b"]) <= 2.5 * 60 + 1.25
+    assert 2 * 60 <= len(by_key["c"]) <= 2 * 60 + 60
+    # a token bucket's bound: never more than burst + rate x window in any window
+    assert max_in_window(by_key["a"], 1.0) <= 2.5 + 5
+    assert max_in_window(by_key["b"], 10.0) <= 1.25 + 25
+    assert max_in_window(by_key["c"], 1.0) <= 5 + 10
+    assert max_in_window(by_key["c"], 60.0) <= 60 + 120
     # a provider enforcing exactly these limits as token buckets (the simulator's limiter) admits every call
     now = [0.0]
     provider = RateLimiter(clock=lambda: now[0])
@@ -282,10 +291,10 @@ async def test_waiters_are_served_first_come_first_served() -> None:
 
 
 async def test_many_calls_in_flight_on_one_key_are_allowed() -> None:
-    pool, _, _ = make_pool([key("a", qps=100, rpm=6000)])
-    leases = [await take(pool) for _ in range(2)]  # the burst, without returning any
+    pool, _, _ = make_pool([key("a", qps=100, rpm=6000)], burst_fraction=0.5)
+    leases = [await take(pool) for _ in range(50)]  # the burst, without returning any
     assert {lease.key_id for lease in leases} == {"a"}
-    assert pool.snapshot()[0].in_flight == 2
+    assert pool.snapshot()[0].in_flight == 50
 
 
 # --- cooldowns -----------------------------------------------------------------------------------
@@ -294,8 +303,13 @@ async def test_many_calls_in_flight_on_one_key_are_allowed() -> None:
 async def test_cooldown_grows_exponentially_is_clamped_and_resets_on_success() -> None:
     pool, clock, _ = make_pool([key("a")], min_cooldown=1, max_cooldown=8)
     seen = []
-    for outcome in [Outcome.server_error(), Outcome.timeout(), Outcome.rate_limited(), Outcome.server_error(),
-                    Outcome.server_error()]:
+    for outcome in [
+        Outcome.server_error(),
+        Outcome.timeout(),
+        Outcome.rate_limited(),
+        Outcome.server_error(),
+        Outcome.server_error(),
+    ]:
         lease = await take(pool)
         pool.release(lease, outcome)
         seen.append(cooldown_of(pool, "a"))
@@ -365,7 +379,7 @@ async def test_all_keys_disabled_raises_no_usable_keys() -> None:
     pool, _, _ = make_pool([key("a"), key("b", enabled=False)])
     lease = await take(pool)
     pool.release(lease, Outcome.auth_error())
-    with pytest.raises(NoUsableKeys, match="^All API keys are cooling down or disabled"):
+    with pytest.raises(NoUsableKeys, match=r"^All API keys are cooling down or disabled"):
         await take(pool, deadline=10)
 
 
@@ -504,10 +518,19 @@ async def test_metrics_and_snapshot_report_each_key() -> None:
     assert sample("llm_latency_seconds_bucket", {"le": "0.5"}) == 4
     a, b = pool.snapshot()
     assert (a.key_id, a.state, a.in_flight, a.calls_last_minute, a.successes, a.failures) == (
-        "a", KeyState.ENABLED, 0, 2, 2, 0,
+        "a",
+        KeyState.ENABLED,
+        0,
+        2,
+        2,
+        0,
     )
     assert (b.state, b.cooldown_remaining, b.successes, b.failures, b.success_rate) == (
-        KeyState.COOLING, 3.0, 1, 1, 0.5,
+        KeyState.COOLING,
+        3.0,
+        1,
+        1,
+        0.5,
     )
     clock.advance(61)
     assert pool.snapshot()[0].calls_last_minute == 0
