@@ -17,6 +17,10 @@ class InvalidFrame(DecodeError):
     """An image that is empty, corrupt or too large to process."""
 
 
+class FrameDropped(RiskwatchError):
+    """A newer frame of the same camera arrived before this one reached the model (latest-only per camera)."""
+
+
 class UnknownCamera(RiskwatchError):
     """A camera id that the gateway does not know."""
 

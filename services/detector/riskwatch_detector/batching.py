@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from riskwatch.errors import RiskwatchError, Unavailable
+from riskwatch.errors import FrameDropped, Unavailable
 from riskwatch_detector.config import BatchingConfig
 
 log = logging.getLogger(__name__)
@@ -18,10 +18,6 @@ log = logging.getLogger(__name__)
 J = TypeVar("J")  # a job: what one frame needs
 R = TypeVar("R")  # the model's raw output for one frame
 T = TypeVar("T")  # the finished result for one frame
-
-
-class FrameDropped(RiskwatchError):
-    """A newer frame of the same camera arrived before this one reached the model."""
 
 
 @dataclass(slots=True)

@@ -12,9 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from riskwatch.errors import ConfigError, DecodeError, RiskwatchError, Unavailable, UnknownCamera
+from riskwatch.errors import ConfigError, DecodeError, FrameDropped, RiskwatchError, Unavailable, UnknownCamera
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
-from riskwatch_detector.batching import FrameDropped
 from riskwatch_detector.config import DetectorSettings
 from riskwatch_detector.service import Detector
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from riskwatch.errors import Unavailable
-from riskwatch_detector.batching import CameraBatcher, FrameDropped
+from riskwatch.errors import FrameDropped, Unavailable
+from riskwatch_detector.batching import CameraBatcher
 from riskwatch_detector.config import BatchingConfig
 
 
