@@ -6,7 +6,7 @@ PY := $(UV) run --frozen
 PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
 GEN_STAMP := libs/riskwatch/v1/__init__.py
 
-.PHONY: bench bench-detector bench-scheduler help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+.PHONY: bench bench-detector bench-scheduler bench-taskgen help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ models: assets ## Export the YOLO weights to ONNX (int8) and link models/detecto
 
 bench-detector: install proto models ## Detector: ultralytics baseline vs ONNX Runtime vs the gRPC service → bench-results/detector.json
 	$(PY) python services/detector/bench/bench_detector.py $(BENCH_ARGS)
+
+bench-taskgen: install proto models ## Task-generator policy vs one LLM call per group per frame (vtest.avi, 8 cameras, 2 FPS) → bench-results/taskgen.json
+	$(PY) python services/scheduler/bench/bench_taskgen.py $(BENCH_ARGS)
 
 bench-scheduler: install proto infra-up ## Key pool + scheduler at 120 tasks/s for 60 s against 10 keys x 10 QPS → bench-results/scheduler.json
 	PYTHONPATH=. $(PY) python services/scheduler/bench/bench_scheduler.py $(BENCH_ARGS)

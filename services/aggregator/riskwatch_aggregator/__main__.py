@@ -5,7 +5,6 @@ from __future__ import annotations
 from riskwatch.cli import main
 from riskwatch.lifecycle import run_until_signalled
 from riskwatch.runtime import connect_bus, make_cache
-
 from riskwatch_aggregator.app import AggregatorApp
 from riskwatch_aggregator.config import AggregatorSettings
 

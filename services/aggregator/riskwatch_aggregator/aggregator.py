@@ -1,29 +1,48 @@
-"""Aggregator: applies AssessmentResults to camera risk state, persists it in the cache and pushes changes."""
+"""Aggregator: applies AssessmentResults to camera risk state, persists it in the cache and pushes changes.
+
+Durability: a result that changes a camera's state is acknowledged (its handler returns) only once that
+state — or a later one — is written to the cache and published; the Stage runs handlers concurrently and
+commits offsets contiguously, so while Redis is down later results keep being applied in memory, nothing
+is committed past the first unwritten change, and a crash loses nothing (Kafka redelivers).
+
+Order: `apply` runs synchronously at the start of `handle`, before any await, so results are applied in
+the order the Stage dispatched them even though their handlers then wait concurrently.
+
+Restore: a camera's first result is not applied until its persisted state has been read back (by the
+writer task, which retries while Redis is down), so a restart continues from the stored state and its
+version instead of overwriting it with a fresh one.
+
+Push: state is SET (with TTL) before it is PUBLISHED, so a client that reads the key and then subscribes
+misses nothing. While Redis is down, changes of one camera coalesce; its latest state is written and
+published when Redis is back (alerts are appended one by one, none dropped).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter, Gauge
+
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.cache import Cache, keys
 from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
-
 from riskwatch_aggregator.config import AggregatorSettings
-from riskwatch_aggregator.state import RiskStateBook
+from riskwatch_aggregator.state import Outcome, RiskStateBook
 
 log = logging.getLogger(__name__)
 
-STATE_CHANGES = Counter("riskwatch_risk_state_changes_total", "Camera risk state changes pushed", ["camera_id"])
+STATE_CHANGES = Counter("riskwatch_risk_state_changes_total", "Camera risk state changes", ["camera_id"])
 RESULTS_IGNORED = Counter("riskwatch_results_ignored_total", "Results that changed nothing", ["reason"])
 CAMERA_RISK = Gauge("riskwatch_camera_risk_level", "Camera's maximum risk level (0 none .. 3 high)", ["camera_id"])
-CACHE_BACKLOG = Gauge("riskwatch_cache_backlog", "Camera states waiting to be written back to the cache")
+CACHE_BACKLOG = Gauge("riskwatch_cache_backlog", "Cameras whose state waits to be written to the cache")
+CACHE_UP = Gauge("riskwatch_aggregator_cache_up", "1 when the last cache write succeeded, else 0")
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:
@@ -34,75 +53,195 @@ def decode_result(record: Record) -> events_pb2.AssessmentResult:
 
 
 class Aggregator:
-    """Stage handler with no outputs. When the cache is down, state stays in memory and is written back later."""
+    """Stage handler with no outputs; a background writer persists and pushes state, retrying while Redis is down."""
 
-    def __init__(self, settings: AggregatorSettings, cache: Cache) -> None:
-        self._settings = settings
+    def __init__(self, settings: AggregatorSettings, cache: Cache, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = settings.aggregator
+        self._redis = settings.redis
         self._cache = cache
+        self._clock = clock
         self._book = RiskStateBook(settings.aggregator)
-        self._dirty: dict[str, events_pb2.CameraRiskState] = {}
-        self._alerts: list[tuple[str, bytes]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Cameras whose persisted state has not been read yet, with the results that arrived meanwhile.
+        self._unrestored: dict[str, list[tuple[events_pb2.AssessmentResult, float]]] = {}
+        self._dirty: set[str] = set()
+        self._alerts: dict[str, list[bytes]] = {}
+        self._indexed: set[str] = set()
+        self._index_dirty = False
+        # Per camera: sequence number of the latest change, of the latest persisted one, and who waits.
+        self._seq: dict[str, int] = {}
+        self._persisted: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._outage_since: float | None = None
 
+    # ---- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._flusher = asyncio.create_task(self._write_back_forever(), name="aggregator-write-back")
+        self._writer = asyncio.create_task(self._write_forever(), name="aggregator-writer")
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-        await self._write_back()
+        """Stop the writer and try one last write; what cannot be written stays unacknowledged in Kafka."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        try:
+            await self._write()
+        except Unavailable as exc:
+            log.warning("cache unavailable at shutdown (%s); %d camera states left unwritten", exc, self.backlog)
 
+    # ---- the stage handler -------------------------------------------------------------------------
     async def handle(self, record: Record) -> Sequence[Outgoing]:
         result = decode_result(record)
-        await self._restore(result.camera_id)
-        state = self._book.apply(result, time.time())
-        if state is None:
-            RESULTS_IGNORED.labels("failure" if result.HasField("failure") else "unchanged").inc()
-            return []
-        STATE_CHANGES.labels(state.camera_id).inc()
-        CAMERA_RISK.labels(state.camera_id).set(events.RISK_ORDER[state.max_level] - 1)
-        END_TO_END_LATENCY.labels("risk_state").observe(time.time() - events.seconds(result.capture_time))
-        self._dirty[state.camera_id] = events_pb2.CameraRiskState.FromString(state.SerializeToString())
-        if events.RISK_ORDER[result.verdict.risk_level] >= events.RISK_ORDER[events_pb2.RISK_LEVEL_LOW]:
-            self._alerts.append((state.camera_id, result.SerializeToString()))
-        await self._write_back()
+        seq = self.apply(result)
+        if seq is not None:
+            await self.persisted(result.camera_id, seq)
         return []
 
-    async def _restore(self, camera_id: str) -> None:
-        """After a restart, continue from the state persisted in the cache rather than from nothing."""
-        if self._book.known(camera_id):
-            return
-        try:
-            data = await self._cache.get(keys.camera_state(camera_id))
-        except Unavailable as exc:
-            log.warning(
-                "cannot restore state of %s (%s); starting empty", camera_id, exc, extra={"camera_id": camera_id}
-            )
-            return
-        if data:
-            self._book.restore(events_pb2.CameraRiskState.FromString(data))
+    def apply(self, result: events_pb2.AssessmentResult) -> int | None:
+        """Apply a result in memory; the change's sequence number if it must be persisted before acknowledging."""
+        camera_id = result.camera_id
+        now = self._clock()
+        if not self._book.known(camera_id) or camera_id in self._unrestored:
+            self._unrestored.setdefault(camera_id, []).append((result, now))
+            return self._changed(camera_id)
+        if not self._apply_restored(result, now):
+            return None
+        return self._changed(camera_id)
 
-    async def _write_back(self) -> None:
-        """Persist, record alerts and push every pending change; on failure keep them for the next try."""
-        ttl = self._settings.redis.state_ttl_s
-        try:
-            while self._alerts:
-                camera_id, alert = self._alerts[0]
-                await self._cache.stream_add(
-                    keys.camera_alerts(camera_id), alert, self._settings.redis.alert_history_len
-                )
-                self._alerts.pop(0)
-            for camera_id in list(self._dirty):
-                data = self._dirty[camera_id].SerializeToString()
-                await self._cache.set(keys.camera_state(camera_id), data, ttl)
-                await self._cache.publish(keys.RISK_STATE_CHANNEL, data)
-                del self._dirty[camera_id]
-        except Unavailable as exc:
-            log.warning("cache unavailable (%s); %d states kept in memory for write-back", exc, len(self._dirty))
-        CACHE_BACKLOG.set(len(self._dirty))
+    async def persisted(self, camera_id: str, seq: int) -> None:
+        """Return once change `seq` of `camera_id` (or a later one) is in the cache."""
+        if self._persisted.get(camera_id, 0) >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(camera_id, []).append((seq, future))
+        await future
 
-    async def _write_back_forever(self) -> None:
+    def state(self, camera_id: str) -> events_pb2.CameraRiskState | None:
+        """The camera's current state in memory (possibly not yet persisted)."""
+        return self._book.get(camera_id)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._dirty | set(self._unrestored))
+
+    # ---- in memory ---------------------------------------------------------------------------------
+    def _apply_restored(self, result: events_pb2.AssessmentResult, now: float) -> bool:
+        outcome = self._book.apply(result, now)
+        if outcome is not Outcome.CHANGED:
+            RESULTS_IGNORED.labels(outcome.value).inc()
+            return False
+        state = self._book.get(result.camera_id)
+        assert state is not None
+        STATE_CHANGES.labels(state.camera_id).inc()
+        CAMERA_RISK.labels(state.camera_id).set(events.RISK_ORDER[state.max_level] - 1)
+        END_TO_END_LATENCY.labels("risk_state").observe(max(now - events.seconds(result.capture_time), 0.0))
+        if events.RISK_ORDER[result.verdict.risk_level] >= events.RISK_ORDER[events_pb2.RISK_LEVEL_LOW]:
+            self._alerts.setdefault(state.camera_id, []).append(result.SerializeToString())
+        return True
+
+    def _changed(self, camera_id: str) -> int:
+        seq = self._seq.get(camera_id, 0) + 1
+        self._seq[camera_id] = seq
+        self._dirty.add(camera_id)
+        self._wake.set()
+        CACHE_BACKLOG.set(self.backlog)
+        return seq
+
+    # ---- the writer --------------------------------------------------------------------------------
+    async def _write_forever(self) -> None:
+        backoff = self._config.cache_retry_s
         while True:
-            await asyncio.sleep(self._settings.aggregator.cache_retry_s)
-            if self._dirty or self._alerts:
-                await self._write_back()
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._write()
+            except Exception as exc:  # Unavailable, or a bug: either way retry, never leave handlers waiting
+                if not isinstance(exc, Unavailable):
+                    log.exception("writing risk state to the cache failed unexpectedly; retrying")
+                if self._outage_since is None:
+                    self._outage_since = self._clock()
+                    log.warning(
+                        "cache unavailable (%s): keeping state in memory, %d camera(s) waiting; retrying with backoff",
+                        exc,
+                        self.backlog,
+                    )
+                CACHE_UP.set(0)
+                CACHE_BACKLOG.set(self.backlog)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._config.cache_retry_max_s)
+                self._wake.set()
+                continue
+            backoff = self._config.cache_retry_s
+            CACHE_UP.set(1)
+            if self._outage_since is not None:
+                log.info("cache is back after %.1f s; state written back", self._clock() - self._outage_since)
+                self._outage_since = None
+
+    async def _write(self) -> None:
+        """Restore, persist and publish everything pending; raises Unavailable, leaving the rest pending."""
+        for camera_id in list(self._unrestored):
+            data = await self._cache.get(keys.camera_state(camera_id))
+            self._restore(camera_id, data)
+        if self._index_dirty:
+            await self._write_index()
+        for camera_id in sorted(self._dirty):
+            alerts = self._alerts.get(camera_id, [])
+            while alerts:
+                await self._cache.stream_add(keys.camera_alerts(camera_id), alerts[0], self._redis.alert_history_len)
+                alerts.pop(0)
+            state = self._book.get(camera_id)
+            seq = self._seq[camera_id]
+            if state is not None:
+                data = state.SerializeToString()
+                # SET before PUBLISH: a reader that GETs and then subscribes cannot miss this version.
+                await self._cache.set(keys.camera_state(camera_id), data, self._redis.state_ttl_s)
+                await self._cache.publish(keys.RISK_STATE_CHANNEL, data)
+            if self._seq[camera_id] == seq:
+                self._dirty.discard(camera_id)
+            self._mark_persisted(camera_id, seq)
+        CACHE_BACKLOG.set(self.backlog)
+
+    def _restore(self, camera_id: str, data: bytes | None) -> None:
+        persisted = None
+        if data:
+            try:
+                persisted = events.decode(
+                    events_pb2.CameraRiskState, data, what=f"cache {keys.camera_state(camera_id)}"
+                )
+            except DecodeError as exc:
+                log.error("%s; starting camera %s empty", exc, camera_id, extra={"camera_id": camera_id})
+        self._book.reset(camera_id, persisted)
+        for result, now in self._unrestored.pop(camera_id):
+            self._apply_restored(result, now)
+        if camera_id not in self._indexed:
+            self._indexed.add(camera_id)
+            self._index_dirty = True
+        self._dirty.add(camera_id)
+
+    async def _write_index(self) -> None:
+        """Merge our cameras into the JSON list the gateway reads to resync (other instances own others)."""
+        raw = await self._cache.get(keys.cameras_index())
+        known: set[str] = set()
+        if raw:
+            try:
+                known = {str(c) for c in json.loads(raw)}
+            except (ValueError, TypeError) as exc:
+                log.warning("cache key %s is not a JSON list (%s); rewriting it", keys.cameras_index(), exc)
+        await self._cache.set(keys.cameras_index(), json.dumps(sorted(known | self._indexed)).encode())
+        self._index_dirty = False
+
+    def _mark_persisted(self, camera_id: str, seq: int) -> None:
+        self._persisted[camera_id] = max(self._persisted.get(camera_id, 0), seq)
+        waiting = self._waiters.get(camera_id)
+        if not waiting:
+            return
+        still = []
+        for want, future in waiting:
+            if future.done():
+                continue
+            if want <= seq:
+                future.set_result(None)
+            else:
+                still.append((want, future))
+        self._waiters[camera_id] = still

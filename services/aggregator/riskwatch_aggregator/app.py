@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from riskwatch.bus import EventBus, Stage
 from riskwatch.cache import Cache
-
+from riskwatch.telemetry.health import HealthPublisher
 from riskwatch_aggregator.aggregator import Aggregator
 from riskwatch_aggregator.config import AggregatorSettings
 
 
 class AggregatorApp:
-    """Start: write-back loop, then the consuming stage. Stop: the reverse, so every change is flushed."""
+    """Start: the cache writer, then the consuming stage. Stop: the reverse, so every change is flushed.
+
+    The stage runs up to `max_unpersisted` handlers at once: each returns (and its record is acknowledged)
+    only when its change is in the cache, so while Redis is down results keep being applied in memory and
+    offsets are not committed past the first unwritten change.
+    """
 
     def __init__(self, settings: AggregatorSettings, bus: EventBus, cache: Cache) -> None:
         topics = settings.kafka.topics
@@ -23,12 +28,17 @@ class AggregatorApp:
             self.aggregator.handle,
             dead_letter_topic=topics.dead_letter,
             group=group,
+            concurrency=settings.aggregator.max_unpersisted,
+            drain_timeout_s=settings.aggregator.drain_timeout_s,
         )
+        self.health = HealthPublisher(cache, "aggregator", self.stage.health)
 
     async def start(self) -> None:
         await self.aggregator.start()
         await self.stage.start()
+        await self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
         await self.stage.stop()
         await self.aggregator.stop()

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from riskwatch.config import CommonSettings
 
 
 class AggregatorConfig(BaseModel):
-    """config/aggregator.yaml: how risk state is kept."""
+    """config/aggregator.yaml: how risk state is kept (every field is documented there)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # A group that has had no verdict for this long has left the scene and is dropped from the state.
     group_ttl_s: float = Field(default=120.0, gt=0)
-    # De-escalation waits this long at the higher level, unless `deescalate_after` lower verdicts arrive first.
     deescalate_hold_s: float = Field(default=10.0, ge=0)
-    deescalate_after: int = Field(default=3, ge=1)
-    # How often state that could not be written to Redis is retried.
-    cache_retry_s: float = Field(default=2.0, gt=0)
+    deescalate_after: int = Field(default=0, ge=0)
+    recent_task_ids: int = Field(default=4096, ge=16)
+    cache_retry_s: float = Field(default=0.5, gt=0)
+    cache_retry_max_s: float = Field(default=10.0, gt=0)
+    max_unpersisted: int = Field(default=1000, ge=1)
+    drain_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> AggregatorConfig:
+        if self.cache_retry_max_s < self.cache_retry_s:
+            raise ValueError("cache_retry_max_s must be at least cache_retry_s")
+        return self
 
 
 class AggregatorSettings(CommonSettings):

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-
 from riskwatch_aggregator.config import AggregatorConfig
 
 
-@dataclass
-class _Pending:
-    """A lower verdict waiting out the hold before it may replace a higher one."""
+class Outcome(StrEnum):
+    """What applying one result did; everything but CHANGED leaves the visible state as it was."""
 
-    verdict: events_pb2.Verdict
-    first_seen: float
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"  # same level and risk types as before
+    DUPLICATE = "duplicate"  # a task id already applied (redelivery)
+    STALE = "stale"  # its frame is not newer than the group's current verdict (out of order)
+    HELD = "held"  # a lower level waiting out the de-escalation hold
+    FAILURE = "failure"  # the LLM gave no verdict
+
+
+@dataclass(slots=True)
+class _Held:
+    """Lower verdicts waiting out the hold before they may replace a higher one."""
+
+    first_capture: float
     count: int
 
 
-@dataclass
+@dataclass(slots=True)
 class CameraState:
-    camera_id: str
     message: events_pb2.CameraRiskState
-    pending: dict[str, _Pending] = field(default_factory=dict)
+    held: dict[str, _Held] = field(default_factory=dict)
+    recent_tasks: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 class RiskStateBook:
@@ -36,76 +47,89 @@ class RiskStateBook:
     def known(self, camera_id: str) -> bool:
         return camera_id in self._cameras
 
-    def restore(self, state: events_pb2.CameraRiskState) -> None:
-        """Seed a camera from its persisted state (after a restart)."""
-        if state.camera_id not in self._cameras:
-            self._cameras[state.camera_id] = CameraState(state.camera_id, state)
+    def cameras(self) -> list[str]:
+        return sorted(self._cameras)
+
+    def reset(self, camera_id: str, state: events_pb2.CameraRiskState | None) -> None:
+        """Start a camera from its persisted state (after a restart), or empty."""
+        message = events_pb2.CameraRiskState()
+        if state is not None:
+            message.CopyFrom(state)
+        message.camera_id = camera_id
+        self._cameras[camera_id] = CameraState(message)
 
     def get(self, camera_id: str) -> events_pb2.CameraRiskState | None:
         cam = self._cameras.get(camera_id)
         return cam.message if cam else None
 
-    def apply(self, result: events_pb2.AssessmentResult, now: float) -> events_pb2.CameraRiskState | None:
-        """The new state if `result` changed it; None for failures, duplicates, stale or held-back results."""
+    def apply(self, result: events_pb2.AssessmentResult, now: float) -> Outcome:
+        """Apply `result` at wall-clock `now`; escalation shows at once, de-escalation after the hold."""
+        cam = self._cameras.get(result.camera_id)
+        if cam is None:
+            self.reset(result.camera_id, None)
+            cam = self._cameras[result.camera_id]
+        if result.task_id in cam.recent_tasks:
+            return Outcome.DUPLICATE
+        self._remember(cam, result.task_id)
         if result.WhichOneof("outcome") != "verdict":
-            return None
-        cam = self._cameras.setdefault(
-            result.camera_id, CameraState(result.camera_id, events_pb2.CameraRiskState(camera_id=result.camera_id))
-        )
+            return Outcome.FAILURE
         state = cam.message
-        current = next((g for g in state.groups if g.group_id == result.group_id), None)
         captured = events.seconds(result.capture_time)
+        current = next((g for g in state.groups if g.group_id == result.group_id), None)
         if current is not None and captured <= events.seconds(current.capture_time):
-            return None  # a redelivery (same task) or an out-of-order older result
-        changed = self._expire_groups(state, now)
-        new_level = events.RISK_ORDER[result.verdict.risk_level]
+            return Outcome.STALE
+        changed = self._expire_groups(cam, now)
+        outcome = Outcome.CHANGED
         if current is None:
             current = state.groups.add(group_id=result.group_id, since=events.timestamp(now))
             current.verdict.CopyFrom(result.verdict)
-            changed = True
         else:
             old_level = events.RISK_ORDER[current.verdict.risk_level]
-            if new_level < old_level and not self._may_deescalate(cam, result, now):
-                current.capture_time.CopyFrom(result.capture_time)
-                return self._bump(state, result, now) if changed else None
-            cam.pending.pop(result.group_id, None)
+            new_level = events.RISK_ORDER[result.verdict.risk_level]
+            if new_level < old_level and not self._may_deescalate(cam, result.group_id, captured):
+                current.capture_time.CopyFrom(result.capture_time)  # still: older results stay stale
+                return self._bump(state, result, now) if changed else Outcome.HELD
+            cam.held.pop(result.group_id, None)
             if new_level != old_level:
                 current.since.CopyFrom(events.timestamp(now))
-            changed = changed or new_level != old_level or _verdict_differs(current.verdict, result.verdict)
+            elif not _verdict_differs(current.verdict, result.verdict):
+                outcome = Outcome.UNCHANGED
             current.verdict.CopyFrom(result.verdict)
         current.capture_time.CopyFrom(result.capture_time)
         current.task_id = result.task_id
         del current.member_track_ids[:]
         current.member_track_ids.extend(result.member_track_ids)
-        return self._bump(state, result, now) if changed else None
+        if outcome is Outcome.UNCHANGED and not changed:
+            return Outcome.UNCHANGED
+        return self._bump(state, result, now)
 
-    def _may_deescalate(self, cam: CameraState, result: events_pb2.AssessmentResult, now: float) -> bool:
-        pending = cam.pending.get(result.group_id)
-        if pending is None:
-            cam.pending[result.group_id] = _Pending(result.verdict, now, 1)
-            return self._config.deescalate_hold_s == 0 or self._config.deescalate_after <= 1
-        pending.count += 1
-        return (
-            now - pending.first_seen >= self._config.deescalate_hold_s or pending.count >= self._config.deescalate_after
-        )
+    def _remember(self, cam: CameraState, task_id: str) -> None:
+        cam.recent_tasks[task_id] = None
+        while len(cam.recent_tasks) > self._config.recent_task_ids:
+            cam.recent_tasks.popitem(last=False)
 
-    def _expire_groups(self, state: events_pb2.CameraRiskState, now: float) -> bool:
-        keep = [
-            g
-            for g in state.groups
-            if now - events.seconds(g.capture_time) < self._config.group_ttl_s or not g.HasField("capture_time")
-        ]
+    def _may_deescalate(self, cam: CameraState, group_id: str, captured: float) -> bool:
+        held = cam.held.get(group_id)
+        if held is None:
+            held = cam.held[group_id] = _Held(captured, 0)
+        held.count += 1
+        after = self._config.deescalate_after
+        return captured - held.first_capture >= self._config.deescalate_hold_s or (0 < after <= held.count)
+
+    def _expire_groups(self, cam: CameraState, now: float) -> bool:
+        state = cam.message
+        keep = [g for g in state.groups if now - events.seconds(g.capture_time) < self._config.group_ttl_s]
         if len(keep) == len(state.groups):
             return False
+        for gone in {g.group_id for g in state.groups} - {g.group_id for g in keep}:
+            cam.held.pop(gone, None)
         kept = [events_pb2.GroupRisk.FromString(g.SerializeToString()) for g in keep]
         del state.groups[:]
         state.groups.extend(kept)
         return True
 
     @staticmethod
-    def _bump(
-        state: events_pb2.CameraRiskState, result: events_pb2.AssessmentResult, now: float
-    ) -> events_pb2.CameraRiskState:
+    def _bump(state: events_pb2.CameraRiskState, result: events_pb2.AssessmentResult, now: float) -> Outcome:
         state.max_level = max(
             (g.verdict.risk_level for g in state.groups),
             key=events.RISK_ORDER.__getitem__,
@@ -114,7 +138,7 @@ class RiskStateBook:
         state.version += 1
         state.last_task_id = result.task_id
         state.updated_time.CopyFrom(events.timestamp(now))
-        return state
+        return Outcome.CHANGED
 
 
 def _verdict_differs(a: events_pb2.Verdict, b: events_pb2.Verdict) -> bool:

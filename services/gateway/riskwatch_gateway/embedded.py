@@ -38,7 +38,7 @@ class EmbeddedSystem:
         self.simulator: RunningSimulator | None = None
         self.aggregator = AggregatorApp(load_settings(AggregatorSettings, directory), self.bus, self.cache)
         self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings), self.cache)
-        self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus)
+        self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus, self.cache)
         self.detector = Detector.from_settings(load_settings(DetectorSettings, directory), self.bus)
         self.gateway = Gateway(settings, self.detector, self.cache)
         # Started in this order, stopped in reverse: consumers are ready before anything produces.

@@ -13,10 +13,12 @@ from riskwatch_scheduler.config import SchedulerSettings
 
 async def run_task_generator(settings: SchedulerSettings) -> None:
     bus = await connect_bus(settings)
+    cache = make_cache(settings)
     try:
-        await run_until_signalled(TaskGeneratorApp(settings, bus))
+        await run_until_signalled(TaskGeneratorApp(settings, bus, cache))
     finally:
         await bus.close()
+        await cache.close()
 
 
 async def run_llm_scheduler(settings: SchedulerSettings) -> None:

@@ -31,23 +31,27 @@ def build_llm_client(settings: SchedulerSettings) -> LlmClient:
 
 
 class TaskGeneratorApp:
-    def __init__(self, settings: SchedulerSettings, bus: EventBus) -> None:
+    def __init__(self, settings: SchedulerSettings, bus: EventBus, cache: Cache) -> None:
         topics = settings.kafka.topics
         group = settings.kafka.consumer_groups.task_generator
         self.generator = TaskGenerator(settings)
         self.stage = Stage(
             "task-generator",
             bus,
-            bus.consumer(group, [topics.detection_results.name]),
+            # Results too: the policy refreshes a group at an interval that depends on its last verdict.
+            bus.consumer(group, [topics.detection_results.name, topics.risk_assessment_results.name]),
             self.generator.handle,
             dead_letter_topic=topics.dead_letter,
             group=group,
         )
+        self.health = HealthPublisher(cache, "task-generator", self.stage.health)
 
     async def start(self) -> None:
         await self.stage.start()
+        await self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
         await self.stage.stop()
 
 

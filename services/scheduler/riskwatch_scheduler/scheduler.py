@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
-
 from riskwatch_scheduler.llm_client import Assessment, LlmClient
 
 log = logging.getLogger(__name__)

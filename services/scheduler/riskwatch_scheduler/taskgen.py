@@ -1,17 +1,51 @@
-"""Task generator: turns each DetectionEvent into AssessmentTasks for the groups worth an LLM look."""
+"""Task generator: turns DetectionEvents into AssessmentTasks only for the groups whose risk may have changed.
+
+Policy (config/taskgen.yaml documents every knob):
+- A group is *triggered* when it is new; when a member entered a configured zone; when a feature crossed a
+  threshold bound in the risky direction; when its membership changed (track-id Jaccard below a bound); when a
+  crossing or zone entry reverted (recovery, optional); or when its last verdict is older than the refresh
+  interval of that verdict's level. Triggers compare the frame with the group *as last sent*, not with the
+  previous frame, so slow drifts are caught too.
+- A triggered group becomes a pending task; at most one per (camera, group): a newer *triggered* frame of
+  the group replaces it (latest wins — a task superseded before it was sent never reaches Kafka, so the
+  scheduler needs no cancellation). The replaced frame is counted as skipped with the reason it was still
+  waiting (budget, min_interval, camera_interval). A newer frame that triggers nothing (it looks like what
+  the LLM last saw) leaves the pending task alone, so a short-lived change is still assessed.
+- Pending tasks are released under the LLM budget (token bucket, calls/s) with a fair share per camera,
+  highest heuristic risk score first (see policy/fairshare.py), respecting the per-group and per-camera
+  minimum intervals. A pending task whose frame is older than `max_task_age_s` is dropped ("expired").
+- Verdicts: the generator also consumes risk-assessment-results (same `handle`; a record from that topic is
+  a result, any other a detection), keeping the latest level per group for the refresh interval and the
+  priority; a verdict lower than the previous one is re-checked after `refresh_s.after_drop`. A group whose
+  results never reach this instance is refreshed at the `unassessed` interval: more calls, never fewer.
+
+Every group of every event ends in exactly one of riskwatch_tasks_generated_total{reason} or
+riskwatch_groups_skipped_total{reason}; nothing disappears silently.
+
+Pending tasks are released from `handle`, i.e. whenever a record (detection or result) arrives; with cameras
+streaming this is every few tens of milliseconds. (`release()` returns what is due, for a caller that
+publishes it itself, e.g. from a timer.) Policy state is in memory: pending tasks belong to records already
+acknowledged, so after a crash they are not re-sent as such — the restarted generator knows no group and
+sends each as "new" (within the budget). Stale detections (a backlog) expire instead of reaching the LLM.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
+
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
-
 from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.policy import triggers
+from riskwatch_scheduler.policy.fairshare import FairShareQueue, PendingTask
+from riskwatch_scheduler.policy.triggers import GroupMemory, VerdictMemory
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +55,13 @@ TASKS_GENERATED = Counter(
 GROUPS_SKIPPED = Counter(
     "riskwatch_groups_skipped_total", "Groups not sent for assessment, by reason", ["camera_id", "reason"]
 )
+PENDING_TASKS = Gauge("riskwatch_taskgen_pending_tasks", "Triggered groups waiting for budget or an interval")
+
+# Skip reasons besides those of policy/fairshare.py (budget, min_interval, camera_interval).
+TOO_SMALL = "too_small"
+NO_CHANGE = "no_change"
+EXPIRED = "expired"
+SWEEP_EVERY_S = 5.0
 
 
 def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
@@ -30,37 +71,145 @@ def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
     return event
 
 
-def risk_score(features: events_pb2.GroupFeatures) -> float:
-    """A cheap 0..1 guess at how risky a group is; orders tasks when the LLM budget is short."""
-    score = 0.0
-    if features.HasField("min_ped_vehicle_distance"):
-        score = max(score, 1.0 / (1.0 + max(features.min_ped_vehicle_distance, 0.0)))
-    score = max(score, min(features.density / 4.0, 1.0) * 0.6)
-    return round(score, 4)
+def decode_result(record: Record) -> events_pb2.AssessmentResult:
+    result = events.decode(events_pb2.AssessmentResult, record.value, what=record.where)
+    if not result.camera_id or not result.group_id:
+        raise DecodeError(f"{record.where}: AssessmentResult without camera_id or group_id")
+    return result
 
 
 class TaskGenerator:
-    """Stage handler: DetectionEvent in, one AssessmentTask per eligible group out."""
+    """Stage handler for detection-results and risk-assessment-results; emits AssessmentTasks."""
 
-    def __init__(self, settings: SchedulerSettings) -> None:
+    def __init__(self, settings: SchedulerSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = settings.taskgen
         self._topic = settings.kafka.topics.assessment_tasks.name
+        self._results_topic = settings.kafka.topics.risk_assessment_results.name
         self._deadline_s = settings.kafka.scheduler.task_deadline_s
-        self._min_group_size = settings.taskgen.min_group_size
+        self._clock = clock
+        config = self._config
+        self._queue = FairShareQueue(
+            config.llm_budget_per_s,
+            config.budget_burst,
+            now=clock(),
+            camera_interval=self._camera_interval,
+            camera_weight=lambda camera_id: config.camera(camera_id).weight,
+        )
+        self._groups: dict[tuple[str, str], GroupMemory] = {}
+        self._verdicts: dict[tuple[str, str], VerdictMemory] = {}
+        self._swept = clock()
+        # Tallies of what the counters received, by (camera, reason): for tests and the benchmark.
+        self.generated: Tally[tuple[str, str]] = Tally()
+        self.skipped: Tally[tuple[str, str]] = Tally()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def last_verdict(self, camera_id: str, group_id: str) -> str | None:
+        """The level of the latest verdict known for a group ("unassessed" after a failure), if any."""
+        verdict = self._verdicts.get((camera_id, group_id))
+        return verdict.level if verdict is not None else None
 
     async def handle(self, record: Record) -> Sequence[Outgoing]:
-        event = decode_detection_event(record)
-        outgoing = []
+        if record.topic == self._results_topic:
+            self.observe_result(decode_result(record))
+        else:
+            self.observe_event(decode_detection_event(record))
+        return self.release()
+
+    def observe_event(self, event: events_pb2.DetectionEvent) -> None:
+        """Apply the policy to every group of `event`: skip it (counted) or make it the group's pending task."""
+        now = self._clock()
+        config = self._config
+        camera = config.camera(event.camera_id)
+        min_interval = (
+            camera.min_group_interval_s if camera.min_group_interval_s is not None else config.min_group_interval_s
+        )
+        capture = events.seconds(event.capture_time)
         for group in event.groups:
-            if len(group.member_track_ids) < self._min_group_size:
-                GROUPS_SKIPPED.labels(event.camera_id, "too_small").inc()
+            if len(group.member_track_ids) < config.min_group_size:
+                self._skip(event.camera_id, TOO_SMALL)
                 continue
-            task = self.task_for(event, group, reason="new")
-            outgoing.append(Outgoing(self._topic, event.camera_id, task.SerializeToString()))
-            TASKS_GENERATED.labels(event.camera_id, task.reason).inc()
+            key = (event.camera_id, group.group_id)
+            memory = self._groups.get(key)
+            if memory is not None:
+                memory.last_seen = now
+            verdict = self._verdicts.get(key)
+            level = verdict.level if verdict is not None else triggers.UNASSESSED
+            refresh_after = config.refresh_s.for_level(level)
+            if verdict is not None and verdict.dropped:
+                refresh_after = min(refresh_after, config.refresh_s.after_drop)
+            seen = triggers.observe(event, group, config.thresholds, camera.zones, memory)
+            reason = triggers.trigger(
+                seen,
+                memory,
+                rules=config.thresholds,
+                min_jaccard=config.membership_min_jaccard,
+                on_recovery=config.trigger_on_recovery,
+                refresh_after=refresh_after,
+                clock=now,
+            )
+            if reason is None:
+                # Also when the group has a pending task: that frame showed a change, this one does not.
+                self._skip(event.camera_id, NO_CHANGE)
+                continue
+            zone_weights = [z.weight for z in camera.zones if z.name in seen.zones]
+            priority = triggers.risk_score(group.features, config.priority, zone_weights, level)
+            not_before = memory.last_sent + min_interval if memory is not None else now
+            item = PendingTask(
+                camera_id=event.camera_id,
+                group_id=group.group_id,
+                task=self.task_for(event, group, reason, priority),
+                reason=reason,
+                priority=priority,
+                capture=capture,
+                not_before=not_before,
+                observation=seen,
+            )
+            superseded = self._queue.put(item, now)
+            if superseded is not None:
+                self._skip(event.camera_id, superseded[1])
+        self._sweep(now)
+
+    def observe_result(self, result: events_pb2.AssessmentResult) -> None:
+        """Remember the group's latest verdict level (a failure makes it "unassessed"); older results are ignored.
+
+        A verdict lower than the previous one marks the group `dropped`: it is re-checked after
+        `refresh_s.after_drop` so the aggregator gets the confirming verdict its de-escalation hold needs.
+        """
+        key = (result.camera_id, result.group_id)
+        capture = events.seconds(result.capture_time)
+        current = self._verdicts.get(key)
+        if current is not None and capture <= current.capture:
+            return  # a redelivery, or older than what we know
+        dropped = False
+        if result.WhichOneof("outcome") == "verdict":
+            level = triggers.level_name(result.verdict.risk_level)
+            if current is not None and current.level in triggers.LEVEL_RANK and level in triggers.LEVEL_RANK:
+                dropped = triggers.LEVEL_RANK[level] < triggers.LEVEL_RANK[current.level]
+        else:
+            level = triggers.UNASSESSED
+        self._verdicts[key] = VerdictMemory(level, capture, self._clock(), dropped)
+
+    def release(self) -> list[Outgoing]:
+        """Tasks due now (budget, fair share, intervals permitting), oldest-frame ones expired first."""
+        now = self._clock()
+        for item, _waited in self._queue.expire(now - self._config.max_task_age_s, now):
+            self._skip(item.camera_id, EXPIRED)
+        outgoing: list[Outgoing] = []
+        for item in self._queue.release(now):
+            key = (item.camera_id, item.group_id)
+            self._groups[key] = GroupMemory(item.observation, last_sent=now, last_seen=now)
+            item.task.created_time.CopyFrom(events.timestamp(now))
+            outgoing.append(Outgoing(self._topic, item.camera_id, item.task.SerializeToString()))
+            TASKS_GENERATED.labels(item.camera_id, item.reason).inc()
+            self.generated[item.camera_id, item.reason] += 1
+        PENDING_TASKS.set(len(self._queue))
         return outgoing
 
     def task_for(
-        self, event: events_pb2.DetectionEvent, group: events_pb2.Group, reason: str
+        self, event: events_pb2.DetectionEvent, group: events_pb2.Group, reason: str, priority: float
     ) -> events_pb2.AssessmentTask:
         capture = events.seconds(event.capture_time)
         return events_pb2.AssessmentTask(
@@ -72,9 +221,27 @@ class TaskGenerator:
             member_track_ids=group.member_track_ids,
             features=group.features,
             crop_jpeg=group.crop_jpeg,
-            priority=risk_score(group.features),
+            priority=priority,
             capture_time=event.capture_time,
-            created_time=events.timestamp(),
             deadline=events.timestamp(capture + self._deadline_s),
             reason=reason,
         )
+
+    def _camera_interval(self, camera_id: str) -> float:
+        override = self._config.camera(camera_id).camera_min_interval_s
+        return override if override is not None else self._config.camera_min_interval_s
+
+    def _skip(self, camera_id: str, reason: str) -> None:
+        GROUPS_SKIPPED.labels(camera_id, reason).inc()
+        self.skipped[camera_id, reason] += 1
+
+    def _sweep(self, now: float) -> None:
+        """Forget groups (and their verdicts) not seen for `group_idle_s`, so memory follows the live scene."""
+        if now - self._swept < SWEEP_EVERY_S:
+            return
+        self._swept = now
+        idle = now - self._config.group_idle_s
+        for key in [k for k, m in self._groups.items() if m.last_seen < idle]:
+            del self._groups[key]
+        for key in [k for k, v in self._verdicts.items() if v.last_seen < idle and k not in self._groups]:
+            del self._verdicts[key]

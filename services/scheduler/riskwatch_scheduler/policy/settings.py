@@ -1,0 +1,116 @@
+"""The models of config/taskgen.yaml's nested sections (TaskGeneratorConfig in config.py composes them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# GroupFeatures fields a threshold may watch (numbers; an unset optional counts as "nothing to fear").
+FeatureName = Literal[
+    "min_ped_vehicle_distance", "min_spacing", "density", "vehicles", "pedestrians", "two_wheelers", "others"
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ThresholdRule(_Frozen):
+    """Send a group when `feature` crosses one of `bounds` in the risky `direction`."""
+
+    feature: FeatureName
+    # below: risk grows as the value falls (distances); above: as it rises (density, counts).
+    direction: Literal["below", "above"]
+    bounds: tuple[float, ...] = Field(min_length=1)
+    # The `reason` label of the task (and of the metric).
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # Relative dead band: a value must pass a bound by this fraction of it to count as back across it.
+    margin: float = Field(default=0.0, ge=0, lt=1)
+
+    @field_validator("bounds")
+    @classmethod
+    def _sorted_distinct(cls, bounds: tuple[float, ...]) -> tuple[float, ...]:
+        if len(set(bounds)) != len(bounds):
+            raise ValueError("bounds must be distinct")
+        return tuple(sorted(bounds))
+
+
+class Zone(_Frozen):
+    """A polygon in normalised image coordinates (x, y in 0..1, origin top-left)."""
+
+    name: str = Field(min_length=1)
+    polygon: tuple[tuple[float, float], ...] = Field(min_length=3)
+    # Added to the risk score of a group with a member inside (0..1).
+    weight: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("polygon")
+    @classmethod
+    def _normalised(cls, polygon: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        for x, y in polygon:
+            if not (0 <= x <= 1 and 0 <= y <= 1):
+                raise ValueError(f"point ({x}, {y}) is outside 0..1 (coordinates are normalised by image size)")
+        return polygon
+
+
+class RefreshIntervals(_Frozen):
+    """Seconds after the last task of a group before it is re-assessed, by its last verdict."""
+
+    none: float = Field(default=30.0, gt=0)
+    low: float = Field(default=15.0, gt=0)
+    medium: float = Field(default=6.0, gt=0)
+    high: float = Field(default=3.0, gt=0)
+    # No verdict yet (result pending or lost) or the last attempt failed.
+    unassessed: float = Field(default=6.0, gt=0)
+    # A verdict lower than the one before is re-checked this soon (if shorter than its level's interval),
+    # so the aggregator can confirm the de-escalation after its hold (aggregator.yaml deescalate_hold_s).
+    after_drop: float = Field(default=10.0, gt=0)
+
+    def for_level(self, level: str) -> float:
+        value: float = getattr(self, level, self.unassessed)
+        return value
+
+
+class CameraPolicy(_Frozen):
+    """Per-camera overrides; unset fields fall back to the global value."""
+
+    zones: tuple[Zone, ...] = ()
+    min_group_interval_s: float | None = Field(default=None, ge=0)
+    camera_min_interval_s: float | None = Field(default=None, ge=0)
+    # Relative share of the LLM budget when cameras compete for it.
+    weight: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self) -> CameraPolicy:
+        names = [z.name for z in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must be unique per camera")
+        return self
+
+
+class PriorityWeights(_Frozen):
+    """How the heuristic risk score (0..1) is built; components combine as 1 - Π(1 - c)."""
+
+    # Ped–vehicle distance d contributes 1 / (1 + d / distance_scale): 1 when touching, 0.5 at d = scale.
+    distance_scale: float = Field(default=0.5, gt=0)
+    # Density contributes density_weight * min(density / density_scale, 1).
+    density_scale: float = Field(default=2.0, gt=0)
+    density_weight: float = Field(default=0.6, ge=0, le=1)
+    # The group's last verdict contributes this much, so known danger is refreshed first.
+    verdict_none: float = Field(default=0.0, ge=0, le=1)
+    verdict_low: float = Field(default=0.2, ge=0, le=1)
+    verdict_medium: float = Field(default=0.5, ge=0, le=1)
+    verdict_high: float = Field(default=0.8, ge=0, le=1)
+
+    def for_verdict(self, level: str) -> float:
+        value: float = getattr(self, f"verdict_{level}", 0.0)
+        return value
+
+
+DEFAULT_THRESHOLDS = (
+    ThresholdRule(feature="min_ped_vehicle_distance", direction="below", bounds=(0.5, 1.5), reason="distance"),
+    ThresholdRule(feature="density", direction="above", bounds=(1.0, 2.0), reason="density"),
+    ThresholdRule(feature="pedestrians", direction="above", bounds=(3, 6), reason="crowd"),
+)
+
+NO_CAMERA_OVERRIDES = CameraPolicy()

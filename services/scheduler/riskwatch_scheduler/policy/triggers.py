@@ -1,0 +1,168 @@
+"""Per-group triggers: what changed since a group was last sent (membership, thresholds, zones, verdict age)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from riskwatch import events
+from riskwatch.v1 import events_pb2
+from riskwatch_scheduler.policy.settings import PriorityWeights, ThresholdRule, Zone
+
+NEW = "new"
+MEMBERSHIP = "membership"
+ZONE = "zone"
+RECOVERY = "recovery"
+REFRESH = "refresh"
+UNASSESSED = "unassessed"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the policy looks at in one group of one frame."""
+
+    members: frozenset[int]
+    bands: tuple[int, ...]  # per threshold rule: how many of its bounds are crossed
+    zones: frozenset[str]  # zones with at least one member's ground point inside
+
+
+@dataclass(slots=True)
+class GroupMemory:
+    """The group as it was when last sent, so the next frames are compared with what the LLM saw."""
+
+    sent: Observation
+    last_sent: float
+    last_seen: float
+
+
+@dataclass(slots=True)
+class VerdictMemory:
+    """The latest verdict (or failure) the LLM gave for a group."""
+
+    level: str  # none | low | medium | high | unassessed (failed)
+    capture: float
+    last_seen: float
+    # Lower than the verdict before it and not yet confirmed by another verdict at this level.
+    dropped: bool = False
+
+
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def feature_value(features: events_pb2.GroupFeatures, name: str) -> float | None:
+    if name == "min_ped_vehicle_distance":
+        return features.min_ped_vehicle_distance if features.HasField("min_ped_vehicle_distance") else None
+    if name == "min_spacing":
+        return features.min_spacing if features.HasField("min_spacing") else None
+    value: float = getattr(features, name)
+    return float(value)
+
+
+def band(rule: ThresholdRule, value: float | None, previous: int) -> int:
+    """How many of `rule.bounds` `value` is past, with the dead band applied to the bounds crossed before."""
+    if value is None:
+        return 0
+    bounds = rule.bounds  # ascending
+    crossed = 0
+    for i, bound in enumerate(bounds):
+        if rule.direction == "above":
+            was = i < previous  # the lowest `previous` bounds were crossed
+            limit = bound * (1 - rule.margin) if was else bound
+            crossed += value >= limit
+        else:
+            was = i >= len(bounds) - previous  # the highest `previous` bounds were crossed
+            limit = bound * (1 + rule.margin) if was else bound
+            crossed += value < limit
+    return crossed
+
+
+def point_in_polygon(x: float, y: float, polygon: Sequence[tuple[float, float]]) -> bool:
+    inside = False
+    j = len(polygon) - 1
+    for i, (xi, yi) in enumerate(polygon):
+        xj, yj = polygon[j]
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
+def zones_entered(event: events_pb2.DetectionEvent, members: frozenset[int], zones: Iterable[Zone]) -> frozenset[str]:
+    """Zones containing the ground point (bottom centre of the box) of at least one member."""
+    zones = tuple(zones)
+    if not zones or event.image_width <= 0 or event.image_height <= 0:
+        return frozenset()
+    points = [
+        ((d.box.x1 + d.box.x2) / 2 / event.image_width, d.box.y2 / event.image_height)
+        for d in event.detections
+        if d.track_id in members
+    ]
+    return frozenset(z.name for z in zones if any(point_in_polygon(x, y, z.polygon) for x, y in points))
+
+
+def observe(
+    event: events_pb2.DetectionEvent,
+    group: events_pb2.Group,
+    rules: Sequence[ThresholdRule],
+    zones: Iterable[Zone],
+    memory: GroupMemory | None,
+) -> Observation:
+    members = frozenset(group.member_track_ids)
+    previous = memory.sent.bands if memory is not None and len(memory.sent.bands) == len(rules) else (0,) * len(rules)
+    bands = tuple(
+        band(rule, feature_value(group.features, rule.feature), prev)
+        for rule, prev in zip(rules, previous, strict=True)
+    )
+    return Observation(members, bands, zones_entered(event, members, zones))
+
+
+def trigger(
+    now: Observation,
+    memory: GroupMemory | None,
+    *,
+    rules: Sequence[ThresholdRule],
+    min_jaccard: float,
+    on_recovery: bool,
+    refresh_after: float,
+    clock: float,
+) -> str | None:
+    """The reason to send this group now, or None. Checked most urgent first; the first that holds is named."""
+    if memory is None:
+        return NEW
+    sent = memory.sent
+    if now.zones - sent.zones:
+        return ZONE
+    for rule, before, after in zip(rules, sent.bands, now.bands, strict=True):
+        if after > before:
+            return rule.reason
+    if jaccard(now.members, sent.members) < min_jaccard:
+        return MEMBERSHIP
+    if on_recovery and (sent.zones - now.zones or any(a < b for a, b in zip(now.bands, sent.bands, strict=True))):
+        return RECOVERY
+    if clock - memory.last_sent >= refresh_after:
+        return REFRESH
+    return None
+
+
+def risk_score(
+    features: events_pb2.GroupFeatures, weights: PriorityWeights, zone_weights: Iterable[float], verdict_level: str
+) -> float:
+    """A cheap 0..1 guess at how risky a group is; orders tasks when the LLM budget is short."""
+    parts = [weights.for_verdict(verdict_level), *zone_weights]
+    if features.HasField("min_ped_vehicle_distance"):
+        parts.append(1.0 / (1.0 + max(features.min_ped_vehicle_distance, 0.0) / weights.distance_scale))
+    parts.append(weights.density_weight * min(max(features.density, 0.0) / weights.density_scale, 1.0))
+    safe = 1.0
+    for part in parts:
+        safe *= 1.0 - min(max(part, 0.0), 1.0)
+    return round(1.0 - safe, 4)
+
+
+LEVEL_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
+
+
+def level_name(level: int) -> str:
+    return events.risk_level_name(level) if level != events_pb2.RISK_LEVEL_UNSPECIFIED else UNASSESSED
