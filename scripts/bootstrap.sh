@@ -21,7 +21,7 @@ BIN_DIR="$CACHE_DIR/bin"
 GRPCURL_VERSION="v1.9.4"
 KAFKA_VERSION="${RW_KAFKA_VERSION:-4.1.1}"
 KAFKA_LIB="$CACHE_DIR/kafka-$KAFKA_VERSION/lib"
-APT_PACKAGES=(redis-server prometheus kcat chromium chromium-driver nodejs npm)
+APT_PACKAGES=(redis-server prometheus kcat chromium chromium-driver)
 
 do_apt=1 do_uv=1 do_grpcurl=1 do_kafka=1 do_sync=1
 for arg in "$@"; do
@@ -61,6 +61,9 @@ if (( do_apt )); then
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    # Node.js may come from elsewhere (with npm bundled); Debian's packages only when the commands are absent.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     if (( ${#missing[@]} == 0 )); then
         say apt "all packages present"
