@@ -7,6 +7,7 @@ import sys
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from riskwatch.bus.kafka import MAX_MESSAGE_BYTES, wait_for_broker
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.errors import ConfigError

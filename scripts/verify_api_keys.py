@@ -21,8 +21,16 @@ from riskwatch_scheduler.llm_client import default_client_factory
 from riskwatch_scheduler.prompt import DEFAULT_PROMPT, InvalidReply, build_messages, parse_reply
 
 FEATURES = {
-    "camera_id": "verify", "group_id": "verify", "member_track_ids": [1, 2], "vehicles": 1, "pedestrians": 1,
-    "two_wheelers": 0, "others": 0, "min_ped_vehicle_distance": 2.0, "density": 0.5, "min_spacing": 2.0,
+    "camera_id": "verify",
+    "group_id": "verify",
+    "member_track_ids": [1, 2],
+    "vehicles": 1,
+    "pedestrians": 1,
+    "two_wheelers": 0,
+    "others": 0,
+    "min_ped_vehicle_distance": 2.0,
+    "density": 0.5,
+    "min_spacing": 2.0,
 }
 
 
@@ -40,8 +48,10 @@ async def check(config: ApiKeysConfig, key: ApiKeyConfig, timeout_s: float) -> t
     started = time.monotonic()
     try:
         completion = await client.chat.completions.create(
-            model=config.model_for(key), messages=build_messages(DEFAULT_PROMPT, FEATURES, tiny_jpeg()),
-            max_tokens=200, temperature=0.0,
+            model=config.model_for(key),
+            messages=build_messages(DEFAULT_PROMPT, FEATURES, tiny_jpeg()),
+            max_tokens=200,
+            temperature=0.0,
         )
         latency = time.monotonic() - started
         reply = completion.choices[0].message.content or ""

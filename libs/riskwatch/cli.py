@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.errors import ConfigError
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def main(
-    settings_cls: type[S], run: Callable[[S], Awaitable[None]], name: str, argv: Sequence[str] | None = None
+    settings_cls: type[S], run: Callable[[S], Coroutine[Any, Any, None]], name: str, argv: Sequence[str] | None = None
 ) -> int:
     """Exit status: 0 after a graceful stop, 2 for invalid configuration."""
     parser = argparse.ArgumentParser(prog=f"python -m {name}", description=(sys.modules["__main__"].__doc__ or ""))

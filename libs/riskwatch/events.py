@@ -21,7 +21,12 @@ RISK_ORDER = {
     events_pb2.RISK_LEVEL_MEDIUM: 3,
     events_pb2.RISK_LEVEL_HIGH: 4,
 }
-RISK_NAMES = {"none": 1, "low": 2, "medium": 3, "high": 4}
+RISK_NAMES: dict[str, events_pb2.RiskLevel.ValueType] = {
+    "none": events_pb2.RISK_LEVEL_NONE,
+    "low": events_pb2.RISK_LEVEL_LOW,
+    "medium": events_pb2.RISK_LEVEL_MEDIUM,
+    "high": events_pb2.RISK_LEVEL_HIGH,
+}
 
 
 def risk_level_name(level: int) -> str:

@@ -103,6 +103,11 @@ class KafkaBus(EventBus):
         await asyncio.to_thread(self._poller.join, 5)
 
 
+def _headers(raw: Any) -> Headers:
+    """librdkafka's header list as (name, bytes) pairs; values may arrive as str or None."""
+    return tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in raw or [])
+
+
 def _settle(future: asyncio.Future[None], err: KafkaError | None, topic: str) -> None:
     if future.done():
         return
@@ -161,7 +166,7 @@ class KafkaConsumer(Consumer):
                 key=msg.key(),
                 value=msg.value() or b"",
                 timestamp_ms=ts if ts_type else 0,
-                headers=tuple((k, v or b"") for k, v in (msg.headers() or [])),
+                headers=_headers(msg.headers()),
             )
             with self._lock:
                 self._tracker.delivered(record)
@@ -186,7 +191,10 @@ class KafkaConsumer(Consumer):
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             # Not fatal: the records stay uncommitted and are redelivered; consumers are idempotent.
             log.warning("Kafka commit for group %s failed (%s); will be redelivered", self._group, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,10 +26,10 @@ class RedisCache(Cache):
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self._redis.get(self._k(key))
+            value: Any = await self._redis.get(self._k(key))  # bytes: the client does not decode responses
         except RedisError as exc:
             raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
-        return value
+        return value if value is None else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
         try:
@@ -44,10 +45,11 @@ class RedisCache(Cache):
 
     async def stream_tail(self, key: str, count: int) -> list[bytes]:
         try:
-            entries = await self._redis.xrevrange(self._k(key), count=count)
+            entries: Any = await self._redis.xrevrange(self._k(key), count=count)
         except RedisError as exc:
             raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
-        return [fields[b"v"] for _id, fields in reversed(entries)]
+        # Without decode_responses, redis-py returns bytes field names and values.
+        return [bytes(fields[b"v"]) for _id, fields in reversed(entries or [])]
 
     async def publish(self, channel: str, message: bytes) -> None:
         try:
@@ -74,7 +76,7 @@ class RedisCache(Cache):
         try:
             yield messages()
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> bool:
         try:

@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 class HealthPublisher:
     """Publishes `{"source": ..., **snapshot()}` on the health channel every `interval_s`; best effort."""
 
-    def __init__(self, cache: Cache, source: str, snapshot: Callable[[], Mapping[str, object]],
-                 interval_s: float = 2.0) -> None:
+    def __init__(
+        self, cache: Cache, source: str, snapshot: Callable[[], Mapping[str, object]], interval_s: float = 2.0
+    ) -> None:
         self._cache = cache
         self._source = source
         self._snapshot = snapshot

@@ -16,7 +16,8 @@ KAFKA_CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 KAFKA_CONSUMER_LAG_SECONDS = Gauge(
-    "kafka_consumer_lag_seconds", "Estimated age of the oldest record a consumer group has not processed yet",
+    "kafka_consumer_lag_seconds",
+    "Estimated age of the oldest record a consumer group has not processed yet",
     ["group", "topic", "partition"],
 )
 STAGE_RECORDS = Counter("riskwatch_stage_records_total", "Records handled by a stage", ["stage", "outcome"])

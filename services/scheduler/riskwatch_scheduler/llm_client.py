@@ -257,13 +257,16 @@ class LlmClient:
             return Assessment(verdict, None, key_id, model, latency, clock.now() - started, attempts)
 
     def _classify(
-        self, error: openai.OpenAIError | TimeoutError | json.JSONDecodeError, *, cut_by_deadline: bool
+        self,
+        error: openai.OpenAIError | TimeoutError | json.JSONDecodeError | httpx2.HTTPError,
+        *,
+        cut_by_deadline: bool,
     ) -> _CallError:
         if isinstance(error, openai.APITimeoutError | TimeoutError):
             # A call we cut short at the task's deadline says nothing about the key.
             outcome = Outcome.abandoned() if cut_by_deadline else Outcome.timeout()
             return _CallError(outcome, "the request timed out", retryable=True)
-        if isinstance(error, openai.APIConnectionError):
+        if isinstance(error, openai.APIConnectionError | httpx2.HTTPError):
             return _CallError(Outcome.server_error(), "connection error", retryable=True)
         if isinstance(error, openai.RateLimitError):
             wait = retry_after_s(error.response.headers)

@@ -24,14 +24,19 @@ def write_keys(path: Path, base_url: str) -> Path:
 
 async def run_verify(tmp_path: Path, revoked: set[str]) -> subprocess.CompletedProcess[str]:
     config = SimulatorConfig(
-        keys={kid: SecretStr(s) for kid, s in SECRETS.items()}, latency_median_s=0.05,
+        keys={kid: SecretStr(s) for kid, s in SECRETS.items()},
+        latency_median_s=0.05,
         per_key={kid: KeyPolicy(revoked=True) for kid in revoked},
     )
     async with await start_simulator(config) as sim:
         keys_file = write_keys(tmp_path / "api_keys.yaml", sim.base_url)
         return await asyncio.to_thread(
-            subprocess.run, [sys.executable, "scripts/verify_api_keys.py", "--file", str(keys_file)],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
+            subprocess.run,
+            [sys.executable, "scripts/verify_api_keys.py", "--file", str(keys_file)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
 
