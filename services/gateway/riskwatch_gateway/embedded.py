@@ -59,16 +59,7 @@ class EmbeddedSystem:
             )
         for service in self._services:
             await service.start()
-        http = f"{self.settings.gateway.http_host}:{self.gateway.http_port}"
-        print(
-            f"riskwatch is running (embedded mode).\n"
-            f"  dashboard  http://{http}/\n"
-            f"  WebSocket  ws://{http}/ws\n"
-            f"  gRPC       {self.settings.gateway.grpc_host}:{self.gateway.grpc_port} "
-            f"(grpcurl -plaintext {self.settings.gateway.grpc_host}:{self.gateway.grpc_port} list)\n"
-            f"Stop with Ctrl+C.",
-            flush=True,
-        )
+        print(f"riskwatch is running (embedded mode).\n{self.gateway.where_to_watch()}\nStop with Ctrl+C.", flush=True)
 
     async def stop(self) -> None:
         for service in reversed(self._services):

@@ -53,6 +53,18 @@ class Gateway:
         self._grpc_port = 0
         self._http_port = 0
 
+    def where_to_watch(self) -> str:
+        """The addresses a newcomer needs, as printed at start-up."""
+        host = _display_host(self.settings.gateway.grpc_host)
+        return "\n".join(
+            [
+                f"  dashboard:  {self.http_url}/",
+                f'  WebSocket:  {self.websocket_url}   (send {{"type":"subscribe","cameras":"*"}})',
+                f"  REST:       {self.http_url}/api/cameras",
+                f"  gRPC:       {host}:{self.grpc_port}   (grpcurl -plaintext {host}:{self.grpc_port} list)",
+            ]
+        )
+
     @property
     def grpc_port(self) -> int:
         return self._grpc_port
