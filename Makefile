@@ -5,8 +5,10 @@ UV ?= uv
 PY := $(UV) run --frozen
 PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
 GEN_STAMP := libs/riskwatch/v1/__init__.py
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := frame records reply llmsim config api-keys
 
-.PHONY: bench bench-detector bench-scheduler bench-taskgen help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+.PHONY: fuzz bench bench-detector bench-scheduler bench-taskgen help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +28,15 @@ test: install proto models infra-up topics ## Run every test suite against real 
 
 test-unit: install proto ## Fast tests only: no Kafka, Redis or end-to-end
 	$(PY) pytest -m "not infra and not e2e"
+
+fuzz: install proto models infra-up ## Long fuzz run (~12 min): hypothesis "long" profile, then atheris on each parser for FUZZ_SECONDS
+	RW_FUZZ_PROFILE=long $(PY) pytest tests/fuzz -p no:cacheprovider -q
+	set -eo pipefail; for target in $(FUZZ_TARGETS); do \
+		mkdir -p var/fuzz/corpus/$$target; \
+		echo "atheris: $$target ($(FUZZ_SECONDS) s)"; \
+		$(PY) python tests/fuzz/atheris_targets.py $$target -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+			-print_final_stats=1 -artifact_prefix=var/fuzz/crash- var/fuzz/corpus/$$target 2>&1 | grep -v '^#'; \
+	done
 
 install: ## Install system packages (apt), Kafka jars, grpcurl and the Python workspace (idempotent)
 	bash scripts/bootstrap.sh

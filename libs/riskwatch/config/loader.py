@@ -27,6 +27,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        # PyYAML raises these for values it cannot build (e.g. the date 2001-02-30) and for absurd nesting.
+        raise ConfigError(f"{path}: not valid YAML ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

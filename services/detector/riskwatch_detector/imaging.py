@@ -49,12 +49,18 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image:
     if len(data) > max_bytes:
         raise InvalidFrame(f"image is {len(data)} bytes, over the limit of {max_bytes} bytes")
     size = header_size(data)
-    if size is not None:
-        width, height = size
-        if width == 0 or height == 0:
-            raise InvalidFrame(f"image header declares an empty image ({width}x{height})")
-        if width * height > max_pixels:
-            raise InvalidFrame(f"image is {width}x{height} pixels, over the limit of {max_pixels} pixels")
+    if size is None:
+        # OpenCV would also decode WebP, TIFF, BMP, …, and fully, before their size could be checked: a few KB
+        # of WebP can declare gigabytes of pixels. Only formats whose size we can read first are accepted.
+        raise InvalidFrame(
+            f"image is not a decodable JPEG or PNG: no readable size header ({len(data)} bytes, "
+            f"starting {data[:8].hex()})"
+        )
+    width, height = size
+    if width == 0 or height == 0:
+        raise InvalidFrame(f"image header declares an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidFrame(f"image is {width}x{height} pixels, over the limit of {max_pixels} pixels")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InvalidFrame(f"image is not a decodable JPEG or PNG ({len(data)} bytes, starting {data[:8].hex()})")

@@ -278,7 +278,7 @@ class WebSocketSession:
                     raise ProtocolError("messages must be JSON text frames, not binary")
                 try:
                     body = json.loads(text)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise ProtocolError(f"malformed message: not valid JSON ({exc})") from exc
                 if not isinstance(body, dict):
                     raise ProtocolError('malformed message: expected a JSON object with a "type"')

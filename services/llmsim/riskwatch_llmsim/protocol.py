@@ -47,7 +47,7 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     """Validate a request body as the scheduler is contracted to send it; raises RequestError."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, bad UTF-8, 5000-digit integers, deep nesting
         raise RequestError(f"We could not parse the JSON body of your request: {error}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise RequestError("The request body must be a JSON object.", code="invalid_json")
@@ -103,8 +103,12 @@ def extract_features(text: str) -> GroupFeatures:
         raise RequestError(
             f"The group features are not valid JSON: {error.msg}.", code="invalid_features", param="messages"
         ) from None
-    except FeatureError as error:
+    except FeatureError as error:  # a ValueError too, so it must come first
         raise RequestError(str(error), code="invalid_features", param="messages") from None
+    except (ValueError, RecursionError) as error:
+        raise RequestError(
+            f"The group features are not valid JSON: {type(error).__name__}.", code="invalid_features", param="messages"
+        ) from None
 
 
 def _max_tokens(payload: Mapping[str, Any]) -> int | None:

@@ -209,6 +209,8 @@ def load_api_keys(path: str | Path, environ: Mapping[str, str] | None = None) ->
     except OSError as exc:
         reason = f"cannot read: {exc.strerror or exc}"
         raise ApiKeysConfigError(path, [ConfigIssue("(file)", reason)]) from None
+    except UnicodeDecodeError as exc:
+        raise ApiKeysConfigError(path, [ConfigIssue("(file)", f"not UTF-8 text (byte {exc.start})")]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -218,6 +220,9 @@ def load_api_keys(path: str | Path, environ: Mapping[str, str] | None = None) ->
         problem = getattr(exc, "problem", None) or "not valid YAML"
         line = mark.line + 1 if mark is not None else None
         raise ApiKeysConfigError(path, [ConfigIssue("(file)", f"YAML syntax: {problem}", line)]) from None
+    except (ValueError, RecursionError) as exc:
+        # Values PyYAML cannot build (the date 2001-02-30) or absurd nesting; the type only, never the text.
+        raise ApiKeysConfigError(path, [ConfigIssue("(file)", f"YAML value error ({type(exc).__name__})")]) from None
     if data is None:
         raise ApiKeysConfigError(path, [ConfigIssue("(file)", "the file is empty")])
     try:
