@@ -87,9 +87,9 @@ class CameraBatcher(Generic[J, R, T]):
             if frame_id < previous.frame_id:
                 # An older frame arriving late: the newer one already waiting wins.
                 self._on_drop(camera_id, frame_id)
-                raise FrameDropped(
-                    f"frame {frame_id} of camera {camera_id!r} dropped: newer frame {previous.frame_id} is waiting"
-                )
+                newer = previous.frame_id
+                del job, previous  # the traceback keeps this frame's locals: not the pixels (see below)
+                raise FrameDropped(f"frame {frame_id} of camera {camera_id!r} dropped: newer frame {newer} is waiting")
             self._on_drop(camera_id, previous.frame_id)
             if not previous.future.done():
                 previous.future.set_exception(
@@ -103,7 +103,14 @@ class CameraBatcher(Generic[J, R, T]):
         else:
             self._waiting[camera_id] = _Waiting(camera_id, frame_id, job, future)
         self._arrived.set()
-        return await future
+        # A dropped frame's FrameDropped sits in `future`, and its traceback holds this frame: without clearing
+        # the locals, future → exception → traceback → frame → future is a cycle that keeps the decoded image
+        # (and the superseded one in `previous`) alive until a full GC, gigabytes under overload.
+        del job, previous
+        try:
+            return await future
+        finally:
+            del future
 
     async def _next_batch(self) -> list[_Waiting[J, T]] | None:
         while not self._waiting:

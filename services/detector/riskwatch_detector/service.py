@@ -12,7 +12,7 @@ import numpy as np
 
 from riskwatch import events
 from riskwatch.bus import EventBus
-from riskwatch.errors import InvalidFrame, Unavailable
+from riskwatch.errors import FrameDropped, InvalidFrame, Unavailable
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector import metrics
 from riskwatch_detector.backends import Backend, RawDetections, create_backend
@@ -150,7 +150,12 @@ class Detector:
                 raise
             capture = events.seconds(frame.capture_time) if frame.HasField("capture_time") else None
             job = FrameJob(camera_id, frame.frame_id, capture, image)
-            event = await self._batcher.submit(camera_id, frame.frame_id, job)
+            del image  # only the job holds the pixels, so they go as soon as the batcher lets go of the job
+            try:
+                event = await self._batcher.submit(camera_id, frame.frame_id, job)
+            except FrameDropped:
+                del job  # the exception's traceback keeps this frame's locals alive for as long as it lives
+                raise
             if capture is None:
                 event.capture_time.CopyFrom(events.timestamp(self._clock()))
             else:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
+import tracemalloc
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -14,7 +18,7 @@ from riskwatch.bus import InMemoryBus
 from riskwatch.bus.base import Headers
 from riskwatch.errors import InvalidFrame, Unavailable
 from riskwatch.v1 import detector_pb2, events_pb2
-from riskwatch_detector.backends import Backend
+from riskwatch_detector.backends import Backend, RawDetections
 from riskwatch_detector.config import DetectorConfig, GroupingConfig
 from riskwatch_detector.imaging import Image, encode_jpeg
 from riskwatch_detector.service import Detector
@@ -173,3 +177,35 @@ async def test_stop_waits_for_frames_in_flight_and_their_publishes(make_config: 
 def make_config(tmp_path_factory: pytest.TempPathFactory) -> DetectorConfig:
     model = tmp_path_factory.mktemp("model") / "scripted.onnx"
     return DetectorConfig(model_path=model, grouping=GroupingConfig(), input_size=64)
+
+
+class _SlowBackend(ScriptedBackend):
+    def infer(self, images: Sequence[Image]) -> list[RawDetections]:
+        time.sleep(0.05)  # slower than the frames arrive
+        return super().infer(images)
+
+
+async def test_dropped_frames_release_their_pixels_at_once() -> None:
+    """Under overload most frames are dropped; their decoded images must not wait for the garbage collector."""
+    detector = Detector(DetectorConfig(), _SlowBackend({}), InMemoryBus(), TOPIC)
+    await detector.start()
+    image = np.zeros((720, 1280, 3), np.uint8)
+    png = cv2.imencode(".png", image)[1].tobytes()
+    outcomes: list[asyncio.Future[events_pb2.DetectionEvent]] = []
+    gc.disable()  # only reference counting may free them
+    tracemalloc.start()
+    try:
+        for frame_id in range(1, 41):
+            for camera in ("a", "b"):
+                frame = detector_pb2.Frame(camera_id=camera, frame_id=frame_id, image=png)
+                outcomes.append(asyncio.ensure_future(detector.detect(frame)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*outcomes, return_exceptions=True)
+        still_allocated = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+        await detector.stop()
+    dropped = sum(isinstance(o.exception(), Exception) for o in outcomes)
+    assert dropped > 40  # the backend could not keep up, so most frames were dropped
+    assert still_allocated < 5 * image.nbytes, f"{still_allocated / image.nbytes:.0f} frames' worth still allocated"
