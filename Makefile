@@ -56,6 +56,9 @@ assets: ## Fetch the offline YOLO model and the sample video if absent
 models: assets ## Export the YOLO weights to ONNX (int8) and link models/detector.onnx (skipped when up to date)
 	$(PY) python scripts/export_model.py
 
+bench: install proto models infra-up ## 50 cameras × 2 FPS through the streaming stack (real detector, then replayed events) → bench-results/system.{json,md}; BENCH_ARGS=--quick for a ~2 min smoke
+	$(PY) python -m tests.bench.bench_system $(BENCH_ARGS)
+
 bench-detector: install proto models ## Detector: ultralytics baseline vs ONNX Runtime vs the gRPC service → bench-results/detector.json
 	$(PY) python services/detector/bench/bench_detector.py $(BENCH_ARGS)
 

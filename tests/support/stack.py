@@ -44,7 +44,9 @@ class Stack:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Environment on top of the run's: for every process, and per process name.
     extra_env: dict[str, str] = field(default_factory=dict)
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("gateway_grpc", "gateway_http", "detector_grpc", "llmsim"):
@@ -88,6 +90,7 @@ class Stack:
                 "YOLO_CONFIG_DIR": str(REPO / "var" / "ultralytics"),
             }
         )
+        env.update(self.extra_env)
         return env
 
     def init_topics(self) -> None:
@@ -102,10 +105,11 @@ class Stack:
 
     def start(self, name: str, *args: str, port: str | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT
-        )
+        env = self.env() | self.process_env.get(name, {})
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         self.procs[name] = proc
         if port is not None:
             wait_for_port(self.ports[port], timeout=120, proc=proc)
