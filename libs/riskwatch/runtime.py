@@ -19,7 +19,7 @@ async def connect_bus(settings: CommonSettings) -> EventBus:
         return InMemoryBus(partitions=settings.kafka.topics.detection_results.partitions)
     await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
     log.info("Connected to Kafka at %s", settings.bootstrap_servers)
-    return KafkaBus(settings.bootstrap_servers, settings.kafka.client_properties)
+    return KafkaBus(settings.bootstrap_servers, settings.kafka.client_properties, settings.kafka.consumer_properties)
 
 
 def make_cache(settings: CommonSettings) -> Cache:

@@ -51,9 +51,15 @@ def wait_for_broker(
 class KafkaBus(EventBus):
     """One producer per bus, shared by every stage in the process; a poll thread completes deliveries."""
 
-    def __init__(self, bootstrap_servers: str, properties: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        properties: dict[str, str] | None = None,
+        consumer_properties: dict[str, str] | None = None,
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._properties = dict(properties or {})
+        self._consumer_properties = {**self._properties, **(consumer_properties or {})}
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -95,7 +101,7 @@ class KafkaBus(EventBus):
         await done
 
     def consumer(self, group: str, topics: list[str]) -> Consumer:
-        return KafkaConsumer(self._bootstrap, group, topics, self._properties)
+        return KafkaConsumer(self._bootstrap, group, topics, self._consumer_properties)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._producer.flush, 30)

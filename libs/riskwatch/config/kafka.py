@@ -50,3 +50,6 @@ class KafkaConfig(_Frozen):
     scheduler: SchedulerTuning = SchedulerTuning()
     # librdkafka properties passed through to every client (e.g. security.protocol, sasl.*).
     client_properties: dict[str, str] = {}
+    # ... and to consumers only. A member that died (kill -9) is noticed after session.timeout.ms; librdkafka's
+    # 45 s default would leave its partitions idle that long after a restart.
+    consumer_properties: dict[str, str] = {"session.timeout.ms": "10000", "heartbeat.interval.ms": "2000"}

@@ -187,8 +187,15 @@ class Aggregator:
             await self._write_index()
         for camera_id in sorted(self._dirty):
             alerts = self._alerts.get(camera_id, [])
+            if alerts:
+                # A crash between appending an alert and writing the state redelivers the result, which then
+                # applies again to the older persisted state: the stream's tail says whether it is there already.
+                recorded = await self._recorded_task_ids(camera_id, len(alerts))
             while alerts:
-                await self._cache.stream_add(keys.camera_alerts(camera_id), alerts[0], self._redis.alert_history_len)
+                if _task_id(alerts[0]) not in recorded:
+                    await self._cache.stream_add(
+                        keys.camera_alerts(camera_id), alerts[0], self._redis.alert_history_len
+                    )
                 alerts.pop(0)
             state = self._book.get(camera_id)
             seq = self._seq[camera_id]
@@ -201,6 +208,10 @@ class Aggregator:
                 self._dirty.discard(camera_id)
             self._mark_persisted(camera_id, seq)
         CACHE_BACKLOG.set(self.backlog)
+
+    async def _recorded_task_ids(self, camera_id: str, pending: int) -> set[str]:
+        tail = await self._cache.stream_tail(keys.camera_alerts(camera_id), pending + ALERT_DEDUP_WINDOW)
+        return {_task_id(entry) for entry in tail}
 
     def _restore(self, camera_id: str, data: bytes | None) -> None:
         persisted = None
@@ -245,3 +256,14 @@ class Aggregator:
             else:
                 still.append((want, future))
         self._waiters[camera_id] = still
+
+
+# How many of the newest alerts are checked for a task id about to be appended again.
+ALERT_DEDUP_WINDOW = 50
+
+
+def _task_id(alert: bytes) -> str:
+    try:
+        return events.decode(events_pb2.AssessmentResult, alert, what="alert").task_id
+    except DecodeError:
+        return ""

@@ -260,6 +260,21 @@ async def test_a_restarted_aggregator_continues_from_the_persisted_state(cache: 
         await second.stop()
 
 
+async def test_a_crash_after_the_alert_but_before_the_state_does_not_duplicate_the_alert(cache: FlakyCache) -> None:
+    # The alert of task X is in the stream but the state that X produced never reached the cache (crash).
+    alert = result(1, HIGH)
+    await cache.stream_add(keys.camera_alerts("cam-1"), alert.SerializeToString(), 100)
+    restarted = Aggregator(settings(), cache)
+    await restarted.start()
+    try:
+        await feed(restarted, alert)  # redelivered: applies again to the (empty) persisted state
+    finally:
+        await restarted.stop()
+    assert (await stored(cache)).max_level == HIGH
+    stream = await cache.stream_tail(keys.camera_alerts("cam-1"), 100)
+    assert [events_pb2.AssessmentResult.FromString(a).task_id for a in stream] == [alert.task_id]
+
+
 # ---- degradation ---------------------------------------------------------------------------------
 
 

@@ -43,16 +43,20 @@ class TaskGeneratorApp:
             self.generator.handle,
             dead_letter_topic=topics.dead_letter,
             group=group,
+            # Records wait until their groups are resolved; started in order, so the policy sees them in order.
+            concurrency=settings.taskgen.max_records_in_flight,
         )
         self.health = HealthPublisher(cache, "task-generator", self.stage.health)
 
     async def start(self) -> None:
+        await self.generator.start()
         await self.stage.start()
         await self.health.start()
 
     async def stop(self) -> None:
         await self.health.stop()
-        await self.stage.stop()
+        await self.stage.stop()  # drains: the ticker is still releasing what the records wait for
+        await self.generator.stop()
 
 
 class LlmSchedulerApp:

@@ -37,6 +37,7 @@ class TaskGeneratorConfig(BaseModel):
     budget_burst: float = Field(default=10.0, ge=1)
     max_task_age_s: float = Field(default=2.0, gt=0)
     group_idle_s: float = Field(default=60.0, gt=0)
+    max_records_in_flight: int = Field(default=2000, ge=1)
     priority: PriorityWeights = PriorityWeights()
     cameras: dict[str, CameraPolicy] = {}
 

@@ -22,15 +22,19 @@ Policy (config/taskgen.yaml documents every knob):
 Every group of every event ends in exactly one of riskwatch_tasks_generated_total{reason} or
 riskwatch_groups_skipped_total{reason}; nothing disappears silently.
 
-Pending tasks are released from `handle`, i.e. whenever a record (detection or result) arrives; with cameras
-streaming this is every few tens of milliseconds. (`release()` returns what is due, for a caller that
-publishes it itself, e.g. from a timer.) Policy state is in memory: pending tasks belong to records already
-acknowledged, so after a crash they are not re-sent as such — the restarted generator knows no group and
-sends each as "new" (within the budget). Stale detections (a backlog) expire instead of reaching the LLM.
+Pending tasks are released whenever a record (detection or result) arrives and by a ticker (`start`), so a
+quiet camera's last look is sent or expires on time. Nothing is lost in a crash: `handle` for a detection
+returns only when each of its queued groups is resolved (its task returned for publishing, or superseded or
+expired and counted), so the Stage acknowledges the record only then — the stage runs with many records in
+flight (`max_records_in_flight`) and commits contiguously. After a crash the unresolved records are
+redelivered; the restarted generator knows no group and sends them as "new". Stale detections (a backlog)
+expire instead of reaching the LLM.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter as Tally
@@ -62,6 +66,7 @@ TOO_SMALL = "too_small"
 NO_CHANGE = "no_change"
 EXPIRED = "expired"
 SWEEP_EVERY_S = 5.0
+RELEASE_EVERY_S = 0.1
 
 
 def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
@@ -98,6 +103,7 @@ class TaskGenerator:
         self._groups: dict[tuple[str, str], GroupMemory] = {}
         self._verdicts: dict[tuple[str, str], VerdictMemory] = {}
         self._swept = clock()
+        self._ticker: asyncio.Task[None] | None = None
         # Tallies of what the counters received, by (camera, reason): for tests and the benchmark.
         self.generated: Tally[tuple[str, str]] = Tally()
         self.skipped: Tally[tuple[str, str]] = Tally()
@@ -111,15 +117,42 @@ class TaskGenerator:
         verdict = self._verdicts.get((camera_id, group_id))
         return verdict.level if verdict is not None else None
 
+    async def start(self) -> None:
+        """Release due tasks (and expire stale ones) even when no record arrives."""
+        self._ticker = asyncio.create_task(self._tick(), name="taskgen-release")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(RELEASE_EVERY_S)
+            self.release()
+
     async def handle(self, record: Record) -> Sequence[Outgoing]:
+        """Results: remember the verdict. Detections: the tasks of this event's groups, once each is resolved."""
         if record.topic == self._results_topic:
             self.observe_result(decode_result(record))
-        else:
-            self.observe_event(decode_detection_event(record))
-        return self.release()
+            self.release()
+            return []
+        event = decode_detection_event(record)
+        loop = asyncio.get_running_loop()
+        queued = self.observe_event(event)
+        for item in queued:
+            item.resolution = loop.create_future()
+        self.release()
+        sent = await asyncio.gather(*(item.resolution for item in queued if item.resolution is not None))
+        return [Outgoing(self._topic, event.camera_id, data) for data in sent if data is not None]
 
-    def observe_event(self, event: events_pb2.DetectionEvent) -> None:
-        """Apply the policy to every group of `event`: skip it (counted) or make it the group's pending task."""
+    def observe_event(self, event: events_pb2.DetectionEvent) -> list[PendingTask]:
+        """Apply the policy to every group of `event`: skip it (counted) or make it the group's pending task.
+
+        Returns the pending tasks it queued.
+        """
+        queued: list[PendingTask] = []
         now = self._clock()
         config = self._config
         camera = config.camera(event.camera_id)
@@ -168,9 +201,12 @@ class TaskGenerator:
                 observation=seen,
             )
             superseded = self._queue.put(item, now)
+            queued.append(item)
             if superseded is not None:
                 self._skip(event.camera_id, superseded[1])
+                _resolve(superseded[0], None)
         self._sweep(now)
+        return queued
 
     def observe_result(self, result: events_pb2.AssessmentResult) -> None:
         """Remember the group's latest verdict level (a failure makes it "unassessed"); older results are ignored.
@@ -197,12 +233,15 @@ class TaskGenerator:
         now = self._clock()
         for item, _waited in self._queue.expire(now - self._config.max_task_age_s, now):
             self._skip(item.camera_id, EXPIRED)
+            _resolve(item, None)
         outgoing: list[Outgoing] = []
         for item in self._queue.release(now):
             key = (item.camera_id, item.group_id)
             self._groups[key] = GroupMemory(item.observation, last_sent=now, last_seen=now)
             item.task.created_time.CopyFrom(events.timestamp(now))
-            outgoing.append(Outgoing(self._topic, item.camera_id, item.task.SerializeToString()))
+            data = item.task.SerializeToString()
+            _resolve(item, data)
+            outgoing.append(Outgoing(self._topic, item.camera_id, data))
             TASKS_GENERATED.labels(item.camera_id, item.reason).inc()
             self.generated[item.camera_id, item.reason] += 1
         PENDING_TASKS.set(len(self._queue))
@@ -245,3 +284,8 @@ class TaskGenerator:
             del self._groups[key]
         for key in [k for k, v in self._verdicts.items() if v.last_seen < idle and k not in self._groups]:
             del self._verdicts[key]
+
+
+def _resolve(item: PendingTask, data: bytes | None) -> None:
+    if item.resolution is not None and not item.resolution.done():
+        item.resolution.set_result(data)

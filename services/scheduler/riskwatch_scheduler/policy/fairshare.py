@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ class PendingTask:
     observation: Observation
     # Why it was not sent at the last release (budget, min_interval, camera_interval).
     held: str = BUDGET
+    # Completed by the task generator: the serialised task once sent, None once superseded or expired.
+    # The detection record waits for it, so it is acknowledged only when its groups are resolved.
+    resolution: asyncio.Future[bytes | None] | None = None
 
 
 class FairShareQueue:

@@ -1,0 +1,116 @@
+"""The ledger itself: it must see every kind of loss the fault cases claim to rule out (no infrastructure needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from riskwatch import events
+from riskwatch.v1 import events_pb2
+from tests.faults.harness import Load, account, detection_event
+
+
+class _Topic:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+
+    def catch_up(self) -> int:
+        return 0
+
+
+class _Stack:
+    """Just what `account` reads of a FaultStack: topic names and their records."""
+
+    run_id = "ledger"
+
+    def __init__(self) -> None:
+        self.topics = {t: f"{t}-ledger" for t in ("detection-results", "assessment-tasks", "risk-assessment-results")}
+        self.readers = {name: _Topic() for t in self.topics.values() for name in (t, f"{t}.dlq")}
+
+    def put(self, topic: str, camera: str, message: Any) -> None:
+        name = self.topics.get(topic, topic)
+        self.readers[name].records.append((camera.encode(), message.SerializeToString()))
+
+
+def _load(cameras: list[str], frames: int) -> tuple[Load, list[events_pb2.DetectionEvent]]:
+    load = Load.__new__(Load)
+    load.cameras, load.event_ids, load.task_ids = cameras, [], []
+    published = []
+    for frame in range(1, frames + 1):
+        for index, camera in enumerate(cameras):
+            event = detection_event(camera, index, frame, b"")
+            load.event_ids.append(event.event_id)
+            load.task_ids.extend(events.task_id(event.event_id, g.group_id) for g in event.groups)
+            published.append(event)
+    return load, published
+
+
+def _verdict(event: events_pb2.DetectionEvent, group: events_pb2.Group, level: int) -> events_pb2.AssessmentResult:
+    return events_pb2.AssessmentResult(
+        task_id=events.task_id(event.event_id, group.group_id),
+        camera_id=event.camera_id,
+        group_id=group.group_id,
+        capture_time=event.capture_time,
+        verdict=events_pb2.Verdict(risk_level=level),
+    )
+
+
+def _healthy() -> tuple[_Stack, Load, list[events_pb2.DetectionEvent]]:
+    stack = _Stack()
+    load, published = _load(["cam-a", "cam-b"], 3)
+    for event in published:
+        stack.put("detection-results", event.camera_id, event)
+        for group in event.groups:
+            task = events_pb2.AssessmentTask(
+                task_id=events.task_id(event.event_id, group.group_id), camera_id=event.camera_id
+            )
+            stack.put("assessment-tasks", event.camera_id, task)
+            stack.put("risk-assessment-results", event.camera_id, _verdict(event, group, events_pb2.RISK_LEVEL_LOW))
+    return stack, load, published
+
+
+def _account(stack: _Stack, load: Load) -> Any:
+    return account(stack, load)  # type: ignore[arg-type]
+
+
+def test_a_clean_run_is_fully_accounted() -> None:
+    stack, load, _ = _healthy()
+    ledger = _account(stack, load)
+    assert ledger.unaccounted == 0 and ledger.complete and ledger.outcomes == {"verdict": 12}
+
+
+def test_every_kind_of_loss_is_seen() -> None:
+    stack, load, published = _healthy()
+    # An event the broker never got, a task never produced, a result never produced.
+    lost_event = published[-1]
+    stack.readers[stack.topics["detection-results"]].records.pop()
+    tasks = stack.readers[stack.topics["assessment-tasks"]].records
+    results = stack.readers[stack.topics["risk-assessment-results"]].records
+    del tasks[0]
+    del results[3]
+    # A duplicate that disagrees, a failure without a reason, a dead letter.
+    first = published[0]
+    stack.put("risk-assessment-results", first.camera_id, _verdict(first, first.groups[1], events_pb2.RISK_LEVEL_HIGH))
+    untyped = events_pb2.AssessmentResult(task_id=load.task_ids[4], camera_id=published[2].camera_id)
+    untyped.failure.kind = events_pb2.FAILURE_KIND_LLM_ERROR
+    stack.put("risk-assessment-results", untyped.camera_id, untyped)
+    stack.put(f"{stack.topics['assessment-tasks']}.dlq", "cam-a", untyped)
+
+    ledger = _account(stack, load)
+    assert ledger.events_missing == [lost_event.event_id]
+    assert ledger.tasks_missing == [load.task_ids[0]]
+    assert len(ledger.tasks_without_result) == 1
+    assert len(ledger.disagreements) == 2  # the high verdict among lows, and the failure beside a verdict
+    assert ledger.untyped == [load.task_ids[4]]
+    assert sum(ledger.dead_letters.values()) == 1
+    assert ledger.unaccounted == 4
+    assert not ledger.complete
+
+
+def test_final_state_is_the_latest_verdict_per_group() -> None:
+    stack, load, published = _healthy()
+    last = detection_event(published[-1].camera_id, 1, 4, b"")  # a later frame of the same camera
+    last.capture_time.FromSeconds(published[-1].capture_time.seconds + 1)
+    stack.put("risk-assessment-results", last.camera_id, _verdict(last, last.groups[0], events_pb2.RISK_LEVEL_HIGH))
+    ledger = _account(stack, load)
+    assert ledger.final[(last.camera_id, "g1")].verdict.risk_level == events_pb2.RISK_LEVEL_HIGH
+    assert ledger.final[(last.camera_id, "g2")].verdict.risk_level == events_pb2.RISK_LEVEL_LOW
