@@ -16,6 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
+from riskwatch_llmsim.testing import sample_features
 from riskwatch_scheduler.keypool import KeyPool, KeyState
 from riskwatch_scheduler.keys_config import ApiKeysConfig
 from riskwatch_scheduler.llm_client import Assessment, ClientFactory, LlmClient, retry_after_s
@@ -23,18 +24,7 @@ from riskwatch_scheduler.prompt import PromptBook, build_messages
 
 SECRETS = {"a": "sk-proj-AAAA-secret-0001", "b": "sk-proj-BBBB-secret-0002", "c": "sk-proj-CCCC-secret-0003"}
 KEY_OF_SECRET = {v: k for k, v in SECRETS.items()}
-FEATURES: dict[str, object] = {
-    "camera_id": "cam-1",
-    "group_id": "g-1",
-    "member_track_ids": [1, 2],
-    "vehicles": 2,
-    "pedestrians": 0,
-    "two_wheelers": 0,
-    "others": 0,
-    "min_ped_vehicle_distance": None,
-    "density": 0.4,
-    "min_spacing": 1.2,
-}
+FEATURES = sample_features()  # the contract the simulator parses: a calm two-car scene
 VERDICT = {
     "risk_level": "low",
     "risk_types": ["tailgating"],
