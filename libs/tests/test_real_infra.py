@@ -10,8 +10,7 @@ import pytest
 
 from riskwatch.bus.kafka import KafkaBus
 from riskwatch.cache import RedisCache
-
-from .conftest import BOOTSTRAP, REDIS_URL
+from tests.support.stack import BOOTSTRAP, REDIS_URL
 
 pytestmark = pytest.mark.infra
 

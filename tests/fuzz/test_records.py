@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
 from tests.fuzz.protos import bad_records, message_contents
 from tests.fuzz.support import fuzz_settings
+from tests.support.stack import BOOTSTRAP
 
 
 @dataclass(frozen=True)
@@ -286,8 +286,6 @@ async def test_the_real_aggregator_dead_letters_only_undecodable_records() -> No
 
 
 # --- against the real Kafka ----------------------------------------------------------------------
-
-BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
 @pytest.mark.infra

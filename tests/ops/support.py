@@ -15,11 +15,11 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests.support.stack import BOOTSTRAP, REDIS_URL
+
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "start_streaming_services.sh"
 STOP = REPO / "scripts" / "stop_streaming_services.sh"
-BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 ALL = ["llmsim", "aggregator", "scheduler", "task_generator", "detector", "gateway"]
 # Base ports (before RW_PORT_OFFSET) each service listens on once it is up; the first is its metrics port.

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from riskwatch import events
 from riskwatch.bus.kafka import KafkaBus
@@ -19,35 +17,16 @@ from riskwatch.errors import Unavailable
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.app import AggregatorApp
 from riskwatch_aggregator.config import AggregatorSettings
+from tests.support.stack import BOOTSTRAP, REDIS_URL
 
 pytestmark = pytest.mark.infra
 
 INFRA = Path(__file__).resolve().parents[3] / "deploy" / "local" / "infra.sh"
 T0 = 1_800_000_000.0
-BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def infra(command: str) -> None:
     subprocess.run(["bash", str(INFRA), command], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def topic_factory() -> Callable[..., str]:
-    """Fresh topics with a uuid in the name, so tests never share state."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-
-    def make(prefix: str = "test", partitions: int = 3) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
-        return name
-
-    return make
-
-
-@pytest.fixture
-def redis_prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}:"
 
 
 @pytest.fixture

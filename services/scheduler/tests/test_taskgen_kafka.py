@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -16,10 +15,10 @@ from riskwatch.bus.kafka import KafkaBus
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.taskgen import TaskGenerator
+from tests.support.stack import BOOTSTRAP
 
 pytestmark = pytest.mark.infra
 
-BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 T0 = 1_800_000_000.0
 
 

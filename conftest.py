@@ -1,16 +1,14 @@
-"""Fixtures for tests against the real Kafka and Redis that `make infra-up` starts."""
+"""Fixtures every test suite shares: fresh Kafka topics and Redis key prefixes on the infra `make infra-up` starts."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.support.stack import BOOTSTRAP
 
 
 @pytest.fixture
@@ -27,5 +25,6 @@ def topic_factory() -> Callable[..., str]:
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    yield f"test-{uuid.uuid4().hex[:10]}:"
+def redis_prefix() -> str:
+    """A fresh key prefix, so tests never share Redis state."""
+    return f"test-{uuid.uuid4().hex[:10]}:"
