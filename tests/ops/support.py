@@ -15,7 +15,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from tests.support.stack import BOOTSTRAP, REDIS_URL
+from tests.support.stack import BOOTSTRAP, REDIS_URL, TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "start_streaming_services.sh"
@@ -109,11 +109,7 @@ class ScriptStack:
 
     @property
     def topics(self) -> dict[str, str]:
-        return {
-            "DETECTION_RESULTS": f"detection-results-ops-{self.run_id}",
-            "ASSESSMENT_TASKS": f"assessment-tasks-ops-{self.run_id}",
-            "RISK_ASSESSMENT_RESULTS": f"risk-assessment-results-ops-{self.run_id}",
-        }
+        return {topic.upper().replace("-", "_"): f"{topic}-ops-{self.run_id}" for topic in TOPICS}
 
     def port(self, name: str, index: int = 0) -> int:
         return PORTS[name][index] + self.offset

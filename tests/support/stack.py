@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("ALGO_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 VIDEO = REPO / "var" / "data" / "vtest.avi"
+# config/kafka.yaml's topics by their default names (the settings field is the name with "_" for "-").
+TOPICS = ("detection-results", "assessment-tasks", "risk-assessment-results", "task-decisions")
 
 
 def free_port() -> int:
@@ -54,25 +56,19 @@ class Stack:
 
     @property
     def topics(self) -> dict[str, str]:
-        return {t: f"{t}-{self.run_id}" for t in ("detection-results", "assessment-tasks", "risk-assessment-results")}
+        """Each topic's default name -> this run's name."""
+        return {t: f"{t}-{self.run_id}" for t in TOPICS}
 
     @property
     def redis_prefix(self) -> str:
         return f"rw-{self.run_id}:"
 
     def env(self) -> dict[str, str]:
-        t = self.topics
         env = dict(os.environ)
         env.update(
             {
                 "ALGO_ENABLE_KAFKA_STREAMING": "true",
                 "ALGO_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
-                "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__NAME": t["detection-results"],
-                "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__NAME": t["assessment-tasks"],
-                "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__NAME": t["risk-assessment-results"],
-                "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__PARTITIONS": "4",
-                "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__PARTITIONS": "4",
-                "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__PARTITIONS": "4",
                 "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": f"taskgen-{self.run_id}",
                 "ALGO_KAFKA__CONSUMER_GROUPS__SCHEDULER": f"scheduler-{self.run_id}",
                 "ALGO_KAFKA__CONSUMER_GROUPS__AGGREGATOR": f"aggregator-{self.run_id}",
@@ -90,6 +86,10 @@ class Stack:
                 "YOLO_CONFIG_DIR": str(REPO / "var" / "ultralytics"),
             }
         )
+        for topic, name in self.topics.items():
+            field_name = topic.upper().replace("-", "_")
+            env[f"ALGO_KAFKA__TOPICS__{field_name}__NAME"] = name
+            env[f"ALGO_KAFKA__TOPICS__{field_name}__PARTITIONS"] = "4"
         env.update(self.extra_env)
         return env
 

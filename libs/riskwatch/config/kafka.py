@@ -20,13 +20,15 @@ class Topics(_Frozen):
     detection_results: TopicConfig = TopicConfig(name="detection-results")
     assessment_tasks: TopicConfig = TopicConfig(name="assessment-tasks")
     risk_assessment_results: TopicConfig = TopicConfig(name="risk-assessment-results")
+    # The task generator's decision for every group of every detection event (audit trail; nothing consumes it).
+    task_decisions: TopicConfig = TopicConfig(name="task-decisions")
     dead_letter_suffix: str = ".dlq"
 
     def all(self) -> list[TopicConfig]:
         """Every topic including the dead-letter ones (same partitions as their source)."""
-        main = [self.detection_results, self.assessment_tasks, self.risk_assessment_results]
-        dead = [t.model_copy(update={"name": self.dead_letter(t.name)}) for t in main]
-        return main + dead
+        consumed = [self.detection_results, self.assessment_tasks, self.risk_assessment_results]
+        dead = [t.model_copy(update={"name": self.dead_letter(t.name)}) for t in consumed]
+        return [*consumed, self.task_decisions, *dead]
 
     def dead_letter(self, topic: str) -> str:
         return topic + self.dead_letter_suffix

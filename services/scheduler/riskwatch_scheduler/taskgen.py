@@ -20,15 +20,16 @@ Policy (config/taskgen.yaml documents every knob):
   results never reach this instance is refreshed at the `unassessed` interval: more calls, never fewer.
 
 Every group of every event ends in exactly one of riskwatch_tasks_generated_total{reason} or
-riskwatch_groups_skipped_total{reason}; nothing disappears silently.
+riskwatch_groups_skipped_total{reason}, and item by item in the event's TaskDecisions record on task-decisions
+(sent with its trigger; skipped, superseded or expired with the reason): nothing disappears silently.
 
 Pending tasks are released whenever a record (detection or result) arrives and by a ticker (`start`), so a
 quiet camera's last look is sent or expires on time. Nothing is lost in a crash: `handle` for a detection
 returns only when each of its queued groups is resolved (its task returned for publishing, or superseded or
-expired and counted), so the Stage acknowledges the record only then — the stage runs with many records in
-flight (`max_records_in_flight`) and commits contiguously. After a crash the unresolved records are
-redelivered; the restarted generator knows no group and sends them as "new". Stale detections (a backlog)
-expire instead of reaching the LLM.
+expired and counted), so the Stage publishes the event's tasks and decisions and acknowledges the record only
+then — the stage runs with many records in flight (`max_records_in_flight`) and commits contiguously. After a
+crash the unresolved records are redelivered; the restarted generator knows no group and sends them as "new".
+Stale detections (a backlog) expire instead of reaching the LLM.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.policy import triggers
-from riskwatch_scheduler.policy.fairshare import FairShareQueue, PendingTask
+from riskwatch_scheduler.policy.fairshare import FairShareQueue, PendingTask, Resolved
 from riskwatch_scheduler.policy.triggers import GroupMemory, VerdictMemory
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ PENDING_TASKS = Gauge("riskwatch_taskgen_pending_tasks", "Triggered groups waiti
 TOO_SMALL = "too_small"
 NO_CHANGE = "no_change"
 EXPIRED = "expired"
+# Decision reason of an expiry for a frame already older than max_task_age_s when it arrived (a backlog).
+LATE = "late"
 SWEEP_EVERY_S = 5.0
 RELEASE_EVERY_S = 0.1
 
@@ -73,6 +76,9 @@ def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
     event = events.decode(events_pb2.DetectionEvent, record.value, what=record.where)
     if not event.camera_id or not event.event_id:
         raise DecodeError(f"{record.where}: DetectionEvent without camera_id or event_id")
+    group_ids = [group.group_id for group in event.groups]
+    if len(set(group_ids)) != len(group_ids):
+        raise DecodeError(f"{record.where}: DetectionEvent {event.event_id} repeats a group id")
     return event
 
 
@@ -90,6 +96,7 @@ class TaskGenerator:
         self._config = settings.taskgen
         self._topic = settings.kafka.topics.assessment_tasks.name
         self._results_topic = settings.kafka.topics.risk_assessment_results.name
+        self._decisions_topic = settings.kafka.topics.task_decisions.name
         self._deadline_s = settings.kafka.scheduler.task_deadline_s
         self._clock = clock
         config = self._config
@@ -133,26 +140,44 @@ class TaskGenerator:
             self.release()
 
     async def handle(self, record: Record) -> Sequence[Outgoing]:
-        """Results: remember the verdict. Detections: the tasks of this event's groups, once each is resolved."""
+        """Results: remember the verdict. Detections: once every group is resolved, its tasks and decisions."""
         if record.topic == self._results_topic:
             self.observe_result(decode_result(record))
             self.release()
             return []
         event = decode_detection_event(record)
         loop = asyncio.get_running_loop()
-        queued = self.observe_event(event)
+        outcomes = self.observe_event(event)
+        queued = [o for o in outcomes if isinstance(o, PendingTask)]
         for item in queued:
             item.resolution = loop.create_future()
         self.release()
-        sent = await asyncio.gather(*(item.resolution for item in queued if item.resolution is not None))
-        return [Outgoing(self._topic, event.camera_id, data) for data in sent if data is not None]
+        resolved = iter(await asyncio.gather(*(item.resolution for item in queued if item.resolution is not None)))
+        decisions = events_pb2.TaskDecisions(
+            event_id=event.event_id,
+            camera_id=event.camera_id,
+            frame_id=event.frame_id,
+            capture_time=event.capture_time,
+            decided_time=events.timestamp(self._clock()),
+        )
+        outgoing = []
+        for outcome in outcomes:
+            if isinstance(outcome, PendingTask):
+                decision, task = next(resolved)
+                if task is not None:
+                    outgoing.append(Outgoing(self._topic, event.camera_id, task))
+                decisions.groups.append(decision)
+            else:
+                decisions.groups.append(outcome)
+        outgoing.append(Outgoing(self._decisions_topic, event.camera_id, decisions.SerializeToString()))
+        return outgoing
 
-    def observe_event(self, event: events_pb2.DetectionEvent) -> list[PendingTask]:
+    def observe_event(self, event: events_pb2.DetectionEvent) -> list[events_pb2.GroupDecision | PendingTask]:
         """Apply the policy to every group of `event`: skip it (counted) or make it the group's pending task.
 
-        Returns the pending tasks it queued.
+        Returns, group by group, the decision (a skip) or the pending task it queued.
         """
-        queued: list[PendingTask] = []
+        outcomes: list[events_pb2.GroupDecision | PendingTask] = []
         now = self._clock()
         config = self._config
         camera = config.camera(event.camera_id)
@@ -160,9 +185,13 @@ class TaskGenerator:
             camera.min_group_interval_s if camera.min_group_interval_s is not None else config.min_group_interval_s
         )
         capture = events.seconds(event.capture_time)
+        late = capture < now - config.max_task_age_s
         for group in event.groups:
             if len(group.member_track_ids) < config.min_group_size:
-                self._skip(event.camera_id, TOO_SMALL)
+                outcomes.append(self._skip(event, group, TOO_SMALL))
+                continue
+            if late:
+                outcomes.append(self._skip(event, group, EXPIRED, decision=events_pb2.DECISION_EXPIRED, reason=LATE))
                 continue
             key = (event.camera_id, group.group_id)
             memory = self._groups.get(key)
@@ -185,7 +214,7 @@ class TaskGenerator:
             )
             if reason is None:
                 # Also when the group has a pending task: that frame showed a change, this one does not.
-                self._skip(event.camera_id, NO_CHANGE)
+                outcomes.append(self._skip(event, group, NO_CHANGE))
                 continue
             zone_weights = [z.weight for z in camera.zones if z.name in seen.zones]
             priority = triggers.risk_score(group.features, config.priority, zone_weights, level)
@@ -201,12 +230,13 @@ class TaskGenerator:
                 observation=seen,
             )
             superseded = self._queue.put(item, now)
-            queued.append(item)
+            outcomes.append(item)
             if superseded is not None:
-                self._skip(event.camera_id, superseded[1])
-                _resolve(superseded[0], None)
+                old, waited_for = superseded
+                self._count_skip(event.camera_id, waited_for)
+                _resolve(old, events_pb2.DECISION_SUPERSEDED, waited_for, superseded_by=item.task.task_id)
         self._sweep(now)
-        return queued
+        return outcomes
 
     def observe_result(self, result: events_pb2.AssessmentResult) -> None:
         """Remember the group's latest verdict level (a failure makes it "unassessed"); older results are ignored.
@@ -231,16 +261,16 @@ class TaskGenerator:
     def release(self) -> list[Outgoing]:
         """Tasks due now (budget, fair share, intervals permitting), oldest-frame ones expired first."""
         now = self._clock()
-        for item, _waited in self._queue.expire(now - self._config.max_task_age_s, now):
-            self._skip(item.camera_id, EXPIRED)
-            _resolve(item, None)
+        for item, waited_for in self._queue.expire(now - self._config.max_task_age_s, now):
+            self._count_skip(item.camera_id, EXPIRED)
+            _resolve(item, events_pb2.DECISION_EXPIRED, waited_for)
         outgoing: list[Outgoing] = []
         for item in self._queue.release(now):
             key = (item.camera_id, item.group_id)
             self._groups[key] = GroupMemory(item.observation, last_sent=now, last_seen=now)
             item.task.created_time.CopyFrom(events.timestamp(now))
             data = item.task.SerializeToString()
-            _resolve(item, data)
+            _resolve(item, events_pb2.DECISION_SENT, item.reason, task=data)
             outgoing.append(Outgoing(self._topic, item.camera_id, data))
             TASKS_GENERATED.labels(item.camera_id, item.reason).inc()
             self.generated[item.camera_id, item.reason] += 1
@@ -270,7 +300,25 @@ class TaskGenerator:
         override = self._config.camera(camera_id).camera_min_interval_s
         return override if override is not None else self._config.camera_min_interval_s
 
-    def _skip(self, camera_id: str, reason: str) -> None:
+    def _skip(
+        self,
+        event: events_pb2.DetectionEvent,
+        group: events_pb2.Group,
+        counted_as: str,
+        *,
+        decision: events_pb2.Decision.ValueType = events_pb2.DECISION_SKIPPED,
+        reason: str | None = None,
+    ) -> events_pb2.GroupDecision:
+        """Count a group decided on arrival under `counted_as`; its decision (reason defaults to `counted_as`)."""
+        self._count_skip(event.camera_id, counted_as)
+        return events_pb2.GroupDecision(
+            group_id=group.group_id,
+            task_id=events.task_id(event.event_id, group.group_id),
+            decision=decision,
+            reason=reason or counted_as,
+        )
+
+    def _count_skip(self, camera_id: str, reason: str) -> None:
         GROUPS_SKIPPED.labels(camera_id, reason).inc()
         self.skipped[camera_id, reason] += 1
 
@@ -286,6 +334,22 @@ class TaskGenerator:
             del self._verdicts[key]
 
 
-def _resolve(item: PendingTask, data: bytes | None) -> None:
-    if item.resolution is not None and not item.resolution.done():
-        item.resolution.set_result(data)
+def _resolve(
+    item: PendingTask,
+    decision: events_pb2.Decision.ValueType,
+    reason: str,
+    *,
+    task: bytes | None = None,
+    superseded_by: str = "",
+) -> None:
+    """Complete the item's resolution (if a detection record waits for it) with its group's decision."""
+    if item.resolution is None or item.resolution.done():
+        return
+    record = events_pb2.GroupDecision(
+        group_id=item.group_id,
+        task_id=item.task.task_id,
+        decision=decision,
+        reason=reason,
+        superseded_by=superseded_by,
+    )
+    item.resolution.set_result(Resolved(record, task))

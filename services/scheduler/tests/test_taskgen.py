@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -364,8 +365,9 @@ async def test_handle_takes_detections_and_results_and_dead_letters_garbage() ->
     res_topic = settings.kafka.topics.risk_assessment_results.name
     ev = event(0, [group("g1", [1, 2])])
     out = await gen.handle(Record(det_topic, 0, 0, b"cam-1", ev.SerializeToString()))
-    assert [o.topic for o in out] == [settings.kafka.topics.assessment_tasks.name]
-    assert [o.key for o in out] == ["cam-1"]
+    topics = settings.kafka.topics
+    assert [o.topic for o in out] == [topics.assessment_tasks.name, topics.task_decisions.name]
+    assert [o.key for o in out] == ["cam-1", "cam-1"]
     task = events_pb2.AssessmentTask.FromString(out[0].value)
     assert task.deadline.seconds == int(events.seconds(ev.capture_time) + settings.kafka.scheduler.task_deadline_s)
     result = events_pb2.AssessmentResult(task_id=task.task_id, camera_id="cam-1", group_id="g1")
@@ -376,6 +378,53 @@ async def test_handle_takes_detections_and_results_and_dead_letters_garbage() ->
         await gen.handle(Record(det_topic, 0, 1, b"cam-1", b"\xff\xfe not protobuf"))
     with pytest.raises(DecodeError):
         await gen.handle(Record(det_topic, 0, 2, b"cam-1", events_pb2.DetectionEvent().SerializeToString()))
+    twice = event(1, [group("g1", [1, 2]), group("g1", [3, 4])])
+    with pytest.raises(DecodeError, match="repeats a group id"):
+        await gen.handle(Record(det_topic, 0, 3, b"cam-1", twice.SerializeToString()))
+
+
+async def test_every_group_of_every_event_is_decided_item_by_item_with_its_reason() -> None:
+    """The TaskDecisions record of each event names what became of each group: sent, skipped, superseded, expired."""
+    clock = Clock()
+    gen = generator(clock, llm_budget_per_s=1, budget_burst=1, min_group_size=2, max_task_age_s=2.0)
+    topics = SchedulerSettings().kafka.topics
+
+    def handle(ev: events_pb2.DetectionEvent) -> asyncio.Task[Any]:
+        record = Record(topics.detection_results.name, 0, ev.frame_id, b"cam-1", ev.SerializeToString())
+        return asyncio.create_task(gen.handle(record))
+
+    def decided(out: Any) -> list[tuple[str, str, str, str]]:
+        (record,) = [o for o in out if o.topic == topics.task_decisions.name]
+        decisions = events_pb2.TaskDecisions.FromString(record.value)
+        assert (decisions.event_id, decisions.camera_id) == ("cam-1:" + str(decisions.frame_id), "cam-1")
+        return [
+            (
+                d.group_id,
+                events_pb2.Decision.Name(d.decision).removeprefix("DECISION_").lower(),
+                d.reason,
+                d.superseded_by,
+            )
+            for d in decisions.groups
+        ]
+
+    first = handle(event(0, [group("g1", [1, 2]), group("g2", [3])]))  # g1 takes the only token
+    second = handle(event(1, [group("g1", [1, 2]), group("g3", [4, 5])], at=T0 + 0.2))  # g3 waits for budget
+    third = handle(event(2, [group("g3", [4, 5, 6])], at=T0 + 0.4))  # replaces frame 1's g3, waits again
+    out = await first
+    assert decided(out) == [("g1", "sent", "new", ""), ("g2", "skipped", "too_small", "")]
+    assert [o.topic for o in out].count(topics.assessment_tasks.name) == 1
+    assert decided(await second) == [("g1", "skipped", "no_change", ""), ("g3", "superseded", "budget", "cam-1:2/g3")]
+    await asyncio.sleep(0.05)
+    assert not third.done()  # its g3 is still pending: the record must not be acknowledged yet
+    clock.now = T0 + 0.4 + 2.1  # frame 2 got too old before a token came
+    gen.release()
+    out = await third
+    assert decided(out) == [("g3", "expired", "budget", "")]
+    assert [o.topic for o in out] == [topics.task_decisions.name]
+    # A backlog frame, already too old on arrival (e.g. redelivered after an outage), never waits.
+    backlog = handle(event(3, [group("g4", [7, 8])], at=clock.now - 2.5))
+    assert decided(await backlog) == [("g4", "expired", "late", "")]
+    assert gen.skipped["cam-1", "expired"] == 2
 
 
 # ---- configuration -------------------------------------------------------------------------------

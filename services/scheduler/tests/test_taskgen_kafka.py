@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from riskwatch import events
 from riskwatch.bus import Consumer, Stage
@@ -28,15 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def make_topics(*prefixes: str) -> list[str]:
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    names = [f"{p}-{uuid.uuid4().hex[:10]}" for p in prefixes]
-    futures = admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names])
-    for future in futures.values():
-        future.result(30)
-    return names
 
 
 def detection(frame: int) -> bytes:
@@ -70,9 +60,13 @@ async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 20
             await asyncio.sleep(0.05)
 
 
-async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_is_dead_lettered() -> None:
-    detections, results, tasks = make_topics("tg-detections", "tg-results", "tg-tasks")
-    (dead,) = make_topics("tg-dlq")
+async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_is_dead_lettered(
+    topic_factory: Callable[..., str],
+) -> None:
+    detections, results, tasks, decided, dead = (
+        topic_factory(prefix, partitions=1)
+        for prefix in ("tg-detections", "tg-results", "tg-tasks", "tg-decisions", "tg-dlq")
+    )
     settings = SchedulerSettings.model_validate(
         {
             "kafka": {
@@ -80,6 +74,7 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
                     "detection_results": {"name": detections},
                     "risk_assessment_results": {"name": results},
                     "assessment_tasks": {"name": tasks},
+                    "task_decisions": {"name": decided},
                 },
             },
             "taskgen": {"refresh_s": {"high": 3, "unassessed": 30}},
@@ -99,6 +94,7 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
     )
     out = bus.consumer(f"reader-{uuid.uuid4().hex[:10]}", [tasks])
     dlq = bus.consumer(f"reader-{uuid.uuid4().hex[:10]}", [dead])
+    decisions = bus.consumer(f"reader-{uuid.uuid4().hex[:10]}", [decided])
     await stage.start()
     try:
         await bus.publish(detections, "cam-1", detection(0))
@@ -116,6 +112,14 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
         await bus.publish(detections, "cam-1", detection(3))
         (refresh,) = await next_tasks(out, 1)
         assert (refresh.reason, refresh.frame_id) == ("refresh", 3)
+        records: list[events_pb2.TaskDecisions] = []
+        async with asyncio.timeout(20):
+            while len(records) < 2:
+                records += [events_pb2.TaskDecisions.FromString(r.value) for r in await decisions.poll(timeout_s=0.5)]
+        assert [(d.event_id, [(g.task_id, g.reason) for g in d.groups]) for d in records] == [
+            ("cam-1:0", [("cam-1:0/g1", "new")]),
+            ("cam-1:3", [("cam-1:3/g1", "refresh")]),
+        ]
 
         await bus.publish(detections, "cam-1", b"\x00 not a DetectionEvent \xff")
         async with asyncio.timeout(20):
@@ -127,4 +131,5 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
         await stage.stop()
         await out.close()
         await dlq.close()
+        await decisions.close()
         await bus.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.policy.triggers import Observation
@@ -12,6 +13,13 @@ from riskwatch_scheduler.policy.triggers import Observation
 BUDGET = "budget"
 MIN_INTERVAL = "min_interval"
 CAMERA_INTERVAL = "camera_interval"
+
+
+class Resolved(NamedTuple):
+    """How a pending task ended: the decision recorded for its group, and the serialised task if it was sent."""
+
+    decision: events_pb2.GroupDecision
+    task: bytes | None
 
 
 @dataclass(slots=True)
@@ -28,9 +36,9 @@ class PendingTask:
     observation: Observation
     # Why it was not sent at the last release (budget, min_interval, camera_interval).
     held: str = BUDGET
-    # Completed by the task generator: the serialised task once sent, None once superseded or expired.
-    # The detection record waits for it, so it is acknowledged only when its groups are resolved.
-    resolution: asyncio.Future[bytes | None] | None = None
+    # Completed by the task generator once the task is sent, superseded or expired. The detection record
+    # waits for it, so it is acknowledged (and its decisions published) only when its groups are resolved.
+    resolution: asyncio.Future[Resolved] | None = None
 
 
 class FairShareQueue:
