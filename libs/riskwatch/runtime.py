@@ -7,16 +7,25 @@ import logging
 
 from riskwatch.bus import EventBus, InMemoryBus
 from riskwatch.bus.kafka import KafkaBus, wait_for_broker
+from riskwatch.bus.memory import EMBEDDED_RETENTION_RECORDS
 from riskwatch.cache import Cache, InMemoryCache, RedisCache
 from riskwatch.config import CommonSettings
 
 log = logging.getLogger(__name__)
 
 
+def memory_bus(settings: CommonSettings) -> InMemoryBus:
+    """The in-memory bus of embedded mode, with Kafka's partition count and a bounded retention."""
+    return InMemoryBus(
+        partitions=settings.kafka.topics.detection_results.partitions,
+        retention_records=EMBEDDED_RETENTION_RECORDS,
+    )
+
+
 async def connect_bus(settings: CommonSettings) -> EventBus:
     """The Kafka bus once the broker answers (waiting with backoff), or an in-memory bus when embedded."""
     if not settings.enable_kafka_streaming:
-        return InMemoryBus(partitions=settings.kafka.topics.detection_results.partitions)
+        return memory_bus(settings)
     await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
     log.info("Connected to Kafka at %s", settings.bootstrap_servers)
     return KafkaBus(settings.bootstrap_servers, settings.kafka.client_properties, settings.kafka.consumer_properties)

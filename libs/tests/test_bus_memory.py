@@ -6,6 +6,7 @@ import asyncio
 
 from riskwatch.bus import InMemoryBus, Outgoing, Record, Stage
 from riskwatch.bus.base import OffsetTracker
+from riskwatch.bus.stage import Handler
 from riskwatch.errors import DecodeError
 
 
@@ -46,14 +47,16 @@ async def test_same_key_same_partition() -> None:
     assert len({r.partition for r in bus.records("t")}) == 1
 
 
-async def _run_stage(bus: InMemoryBus, handler, concurrency: int = 1) -> Stage:  # type: ignore[no-untyped-def]
+async def _run_stage(
+    bus: InMemoryBus, handler: Handler, concurrency: int = 1, group: str = "g", source: str = "in"
+) -> Stage:
     stage = Stage(
-        "s",
+        group,
         bus,
-        bus.consumer("g", ["in"]),
+        bus.consumer(group, [source]),
         handler,
         dead_letter_topic=lambda t: t + ".dlq",
-        group="g",
+        group=group,
         concurrency=concurrency,
         commit_interval_s=0.01,
     )
@@ -130,3 +133,118 @@ async def test_lag_counts_unprocessed_records_and_their_age() -> None:
     (lag,) = consumer.lag().values()
     assert lag.messages == 2
     assert 0 <= lag.seconds < 5
+
+
+async def _publish(bus: InMemoryBus, topic: str, count: int) -> None:
+    for i in range(count):
+        await bus.publish(topic, "cam", str(i).encode())
+
+
+async def _consume_all(bus: InMemoryBus, group: str, topic: str, commit_up_to: int | None = None) -> list[Record]:
+    """Poll what `group` has left of `topic`; acknowledge and commit it (or only offsets below `commit_up_to`)."""
+    async with bus.consumer(group, [topic]) as consumer:
+        batch = await consumer.poll(timeout_s=0)
+        for record in batch:
+            if commit_up_to is None or record.offset < commit_up_to:
+                consumer.ack(record)
+        await consumer.commit()
+    return batch
+
+
+def _offsets(records: list[Record]) -> list[int]:
+    return [r.offset for r in records]
+
+
+async def test_retention_keeps_only_the_newest_committed_records() -> None:
+    bus = InMemoryBus(partitions=1, retention_records=3)
+    bus.consumer("g", ["t"])
+    await _publish(bus, "t", 10)
+    assert len(bus.records("t")) == 10  # nothing is committed yet
+    await _consume_all(bus, "g", "t")
+    assert _offsets(bus.records("t")) == [7, 8, 9]
+    assert [r.value for r in bus.records("t")] == [b"7", b"8", b"9"]
+
+
+async def test_retention_never_drops_what_a_group_has_not_committed() -> None:
+    bus = InMemoryBus(partitions=1, retention_records=2)
+    bus.consumer("absent", ["t"])  # subscribes, never commits
+    await _publish(bus, "t", 10)
+    await _consume_all(bus, "fast", "t")
+    assert len(bus.records("t")) == 10
+
+    bus = InMemoryBus(partitions=1, retention_records=2)
+    bus.consumer("slow", ["t"])
+    await _publish(bus, "t", 20)
+    await _consume_all(bus, "fast", "t")
+    await _consume_all(bus, "slow", "t", commit_up_to=10)
+    assert _offsets(bus.records("t")) == list(range(8, 20))
+    assert [r.value for r in await _consume_all(bus, "slow", "t")] == [str(i).encode() for i in range(10, 20)]
+    assert _offsets(bus.records("t")) == [18, 19]
+
+
+async def test_offsets_and_lag_stay_absolute_across_a_trim() -> None:
+    bus = InMemoryBus(partitions=1, retention_records=2)
+    bus.consumer("g", ["t"])
+    await _publish(bus, "t", 10)
+    await _consume_all(bus, "g", "t")
+    await _publish(bus, "t", 3)
+    assert _offsets(bus.records("t")) == [8, 9, 10, 11, 12]
+    consumer = bus.consumer("g", ["t"])
+    assert consumer.lag()[("t", 0)].messages == 3
+    batch = await consumer.poll(timeout_s=0)
+    assert _offsets(batch) == [10, 11, 12] and [r.value for r in batch] == [b"0", b"1", b"2"]
+    consumer.ack(batch[0])
+    await consumer.commit()
+    assert consumer.lag()[("t", 0)].messages == 2
+    assert _offsets(bus.records("t")) == [9, 10, 11, 12]
+
+
+async def test_a_group_created_after_trimming_starts_at_the_oldest_retained_record() -> None:
+    bus = InMemoryBus(partitions=1, retention_records=3)
+    bus.consumer("early", ["t"])
+    await _publish(bus, "t", 10)
+    await _consume_all(bus, "early", "t")
+    late = bus.consumer("late", ["t"])
+    assert late.lag()[("t", 0)].messages == 3
+    assert _offsets(await late.poll(timeout_s=0)) == [7, 8, 9]
+
+
+async def test_a_topic_no_group_consumes_keeps_only_the_newest_records() -> None:
+    bus = InMemoryBus(partitions=1, retention_records=3)
+    await _publish(bus, "audit", 10)
+    assert _offsets(bus.records("audit")) == [7, 8, 9]
+
+
+async def test_without_retention_every_record_is_kept() -> None:
+    bus = InMemoryBus(partitions=1)
+    await _publish(bus, "audit", 10)
+    await _consume_all(bus, "g", "t")
+    assert _offsets(bus.records("audit")) == list(range(10))
+
+
+async def test_a_long_embedded_like_run_keeps_a_bounded_number_of_records() -> None:
+    retention, partitions, cameras, frames = 20, 4, 8, 150
+    bus = InMemoryBus(partitions=partitions, retention_records=retention)
+    seen: list[bytes] = []
+
+    async def detect(record: Record) -> list[Outgoing]:
+        return [Outgoing("tasks", record.key.decode() if record.key else "", record.value)]
+
+    async def assess(record: Record) -> list[Outgoing]:
+        seen.append(record.value)
+        return [Outgoing("results", "k", record.value), Outgoing("audit", "k", record.value)]
+
+    bus.consumer("aggregate", ["results"])  # subscribed but committing nothing: keeps every result
+    stages = [await _run_stage(bus, detect, 8, "detect", "frames"), await _run_stage(bus, assess, 8, "assess", "tasks")]
+    for frame in range(frames):
+        for camera in range(cameras):
+            await bus.publish("frames", f"cam-{camera}", f"{camera}/{frame}".encode())
+        await asyncio.sleep(0)
+    await _until(lambda: len(seen) == cameras * frames)
+    for stage in stages:
+        await stage.stop()
+
+    assert sorted(seen) == sorted(f"{c}/{f}".encode() for c in range(cameras) for f in range(frames))
+    for topic in ("frames", "tasks", "audit"):
+        assert len(bus.records(topic)) <= partitions * retention, topic
+    assert len(bus.records("results")) == cameras * frames

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
-from riskwatch.bus import InMemoryBus
 from riskwatch.cache import InMemoryCache
 from riskwatch.config import load_settings
 from riskwatch.lifecycle import Service, run_until_signalled
+from riskwatch.runtime import memory_bus
 from riskwatch_aggregator.app import AggregatorApp
 from riskwatch_aggregator.config import AggregatorSettings
 from riskwatch_detector.config import DetectorSettings
@@ -31,7 +31,7 @@ class EmbeddedSystem:
     def __init__(self, settings: GatewaySettings, config_dir: Path | None = None) -> None:
         directory = config_dir or settings.config_dir
         self.settings = settings
-        self.bus = InMemoryBus(partitions=settings.kafka.topics.detection_results.partitions)
+        self.bus = memory_bus(settings)
         self.cache = InMemoryCache()
         scheduler_settings = load_settings(SchedulerSettings, directory)
         self.simulator_config, self.simulator_port = simulator_for(load_api_keys(scheduler_settings.api_keys_file))
