@@ -38,7 +38,7 @@ from tests.bench import measure, replay
 from tests.bench.benchstack import BenchStack
 from tests.bench.report import write_report
 from tests.bench.wsclient import WsRecorderProcess
-from tests.support.stack import BOOTSTRAP, REPO, VIDEO, wait_for_port
+from tests.support.stack import BOOTSTRAP, CONSUMED_TOPICS, REPO, VIDEO, wait_for_port
 
 KEYS = 10
 QPS = 10
@@ -323,8 +323,8 @@ async def run_once(mode: str, rep: int, assets: Assets, args: argparse.Namespace
         final = await asyncio.to_thread(counters, stack, mode)
         topics = {name: await asyncio.to_thread(measure.read_topic, topic) for name, topic in stack.topics.items()}
         dlq = {
-            name: len(await asyncio.to_thread(measure.read_topic, f"{topic}.dlq", 10.0))
-            for name, topic in stack.topics.items()
+            name: len(await asyncio.to_thread(measure.read_topic, f"{stack.topics[name]}.dlq", 10.0))
+            for name in CONSUMED_TOPICS
         }
     finally:
         if ws is not None:
@@ -516,17 +516,22 @@ def analyse(
             k: int(v) for k, v in measure.by_label(tg, "riskwatch_tasks_generated_total", "reason").items()
         },
     }
-    # Per camera: its events' groups = its tasks generated + its groups skipped (+ pending, not per camera).
-    groups_by_camera: Counter[str] = Counter()
-    for e in events_in_topic:
-        groups_by_camera[e.camera_id] += len(e.groups)
-    counted = measure.by_label(tg, "riskwatch_tasks_generated_total", "camera_id")
-    counted.update(measure.by_label(tg, "riskwatch_groups_skipped_total", "camera_id"))
-    mismatch = sum(abs(groups_by_camera[c] - int(counted[c])) for c in set(groups_by_camera) | set(counted))
-    unaccounted["groups_unaccounted"] = max(0, mismatch - int(pending))
+    # Item by item: every group of every event has a decision on task-decisions (or its task is on the wire).
+    task_ids = Counter(t.task_id for t in tasks)
+    decided: dict[str, events_pb2.GroupDecision] = {}
+    for value, _ in topics["task-decisions"]:
+        decided.update((d.task_id, d) for d in events_pb2.TaskDecisions.FromString(value).groups)
+    group_task_ids = {events.task_id(e.event_id, g.group_id) for e in events_in_topic for g in e.groups}
+    out["groups"]["decisions"] = dict(
+        Counter(
+            f"{events_pb2.Decision.Name(d.decision).removeprefix('DECISION_').lower()}:{d.reason}"
+            for t, d in decided.items()
+            if t in group_task_ids
+        ).most_common()
+    )
+    unaccounted["groups_undecided"] = sum(1 for t in group_task_ids if t not in decided and t not in task_ids)
 
     # Tasks → exactly one result each.
-    task_ids = Counter(t.task_id for t in tasks)
     result_ids = Counter(r.task_id for r in results)
     out["tasks"] = {
         "in_topic": len(tasks),

@@ -40,6 +40,8 @@ class Decoder:
     function: str
     descriptor: Descriptor
     required: tuple[str, ...]
+    # (repeated field, key): the key must be unique among the field's entries, e.g. the group ids of an event.
+    unique: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -52,6 +54,15 @@ class Decoder:
     def valid(self) -> st.SearchStrategy[bytes]:
         return message_contents(self.descriptor, self.required)
 
+    def well_formed(self, value: bytes) -> bool:
+        """Whether a message from `valid` keeps the uniqueness rule (the decoder must reject it otherwise)."""
+        if self.unique is None:
+            return True
+        repeated, key = self.unique
+        message = events.decode(self.descriptor._concrete_class, value, what="generated")
+        keys = [getattr(entry, key) for entry in getattr(message, repeated)]
+        return len(set(keys)) == len(keys)
+
     def records(self) -> st.SearchStrategy[bytes]:
         return bad_records(self.valid(), self.descriptor)
 
@@ -62,6 +73,7 @@ DECODERS = [
         "decode_detection_event",
         events_pb2.DetectionEvent.DESCRIPTOR,
         ("event_id", "camera_id"),
+        unique=("groups", "group_id"),
     ),
     Decoder(
         "riskwatch_scheduler.taskgen",
@@ -114,7 +126,7 @@ def test_decoders_accept_any_well_formed_message_with_its_ids(decoder: Decoder) 
     @fuzz_settings(examples=100)
     @given(value=decoder.valid())
     def check(value: bytes) -> None:
-        assert decodes(decode, value)
+        assert decodes(decode, value) == decoder.well_formed(value)
 
     check()
 
@@ -289,20 +301,16 @@ async def test_the_real_aggregator_dead_letters_only_undecodable_records() -> No
 
 
 @pytest.mark.infra
-async def test_garbage_on_real_kafka_ends_in_the_dead_letter_topic_and_the_partition_moves_on() -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
+async def test_garbage_on_real_kafka_ends_in_the_dead_letter_topic_and_the_partition_moves_on(
+    topic_factory: Callable[..., str],
+) -> None:
     from riskwatch.bus.kafka import KafkaBus
     from riskwatch_scheduler.config import SchedulerSettings
     from riskwatch_scheduler.taskgen import TaskGenerator
 
-    topic = f"fuzz-detections-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    futures = admin.create_topics(
-        [NewTopic(t, num_partitions=1, replication_factor=1) for t in (topic, topic + ".dlq")]
-    )
-    for future in futures.values():
-        future.result(30)
+    topic = topic_factory("fuzz-detections", partitions=1)
+    decisions = topic_factory("fuzz-decisions", partitions=1)
+    dead_letters = topic_factory("fuzz-detections-dlq", partitions=1)
     garbage = [b"\xff\xfe not protobuf", b"\x0a\x05ab", events_pb2.AssessmentTask(task_id="t").SerializeToString()]
     valid = events_pb2.DetectionEvent(
         event_id="cam-1:1", camera_id="cam-1", frame_id=1, capture_time=events.timestamp()
@@ -312,18 +320,19 @@ async def test_garbage_on_real_kafka_ends_in_the_dead_letter_topic_and_the_parti
         for value in [garbage[0], valid, garbage[1], garbage[2], valid]:
             await bus.publish(topic, "cam-1", value)
         group = f"fuzz-{uuid.uuid4().hex[:10]}"
-        generator = TaskGenerator(SchedulerSettings())
+        settings = SchedulerSettings.model_validate({"kafka": {"topics": {"task_decisions": {"name": decisions}}}})
+        generator = TaskGenerator(settings)
         stage = Stage(
             "fuzz",
             bus,
             bus.consumer(group, [topic]),
             generator.handle,
-            dead_letter_topic=_dead_letter,
+            dead_letter_topic=lambda _topic: dead_letters,
             group=group,
             commit_interval_s=0.1,
         )
         await _run_until_committed_kafka(stage, topic)
-        reader = bus.consumer(f"fuzz-dlq-{uuid.uuid4().hex[:10]}", [topic + ".dlq"])
+        reader = bus.consumer(f"fuzz-dlq-{uuid.uuid4().hex[:10]}", [dead_letters])
         dead: list[Record] = []
         async with asyncio.timeout(30):
             while len(dead) < len(garbage):

@@ -18,6 +18,8 @@ REDIS_URL = os.environ.get("RW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 VIDEO = REPO / "var" / "data" / "vtest.avi"
 # config/kafka.yaml's topics by their default names (the settings field is the name with "_" for "-").
 TOPICS = ("detection-results", "assessment-tasks", "risk-assessment-results", "task-decisions")
+# The topics a stage consumes, so the ones with a dead-letter topic.
+CONSUMED_TOPICS = TOPICS[:3]
 
 
 def free_port() -> int:
