@@ -87,13 +87,13 @@ def wrap_handler(handler: grpc.RpcMethodHandler, token: str | None) -> grpc.RpcM
     """The same handler with the token checked first and RiskwatchError mapped to a status code.
     Used by the gRPC server's interceptor and by the gRPC-web app (which has no interceptors)."""
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+        inner = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if not _authorized(context, token):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
             try:
-                return await inner_uu(request, context)
+                return await inner(request, context)
             except RiskwatchError as exc:
                 await _abort_for(exc, context)
 
@@ -101,36 +101,29 @@ def wrap_handler(handler: grpc.RpcMethodHandler, token: str | None) -> grpc.RpcM
             unary_unary, handler.request_deserializer, handler.response_serializer
         )
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if not _authorized(context, token):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-            try:
-                async for response in inner_us(request, context):
-                    yield response
-            except RiskwatchError as exc:
-                await _abort_for(exc, context)
-
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
+            _guarded_stream(handler.unary_stream, token), handler.request_deserializer, handler.response_serializer
         )
     if handler.stream_stream is not None:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if not _authorized(context, token):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-            try:
-                async for response in inner_ss(requests, context):
-                    yield response
-            except RiskwatchError as exc:
-                await _abort_for(exc, context)
-
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
+            _guarded_stream(handler.stream_stream, token), handler.request_deserializer, handler.response_serializer
         )
     return handler
+
+
+def _guarded_stream(inner: Any, token: str | None) -> Any:
+    """A response-streaming method (its input a request or a request stream) behind the token check."""
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if not _authorized(context, token):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        try:
+            async for response in inner(request, context):
+                yield response
+        except RiskwatchError as exc:
+            await _abort_for(exc, context)
+
+    return stream
 
 
 def create_server(

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -166,8 +167,25 @@ async def test_token_is_required_when_configured_but_not_for_health(start_gatewa
             await stub.ListCameras(gateway_pb2.ListCamerasRequest(), metadata=[("authorization", "Bearer nope")])
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
         await stub.ListCameras(gateway_pb2.ListCamerasRequest(), metadata=[("authorization", "Bearer s3cret")])
+        # The streaming RPCs (server stream, bidirectional) are guarded the same way.
+        no_frames: list[gateway_pb2.PushFramesRequest] = []
+        for call in (
+            lambda **kw: stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="nope"), **kw),
+            lambda **kw: stub.PushFrames(iter(no_frames), **kw),
+        ):
+            assert await _status(call()) == grpc.StatusCode.UNAUTHENTICATED
+            assert await _status(call(metadata=[("authorization", "Bearer s3cret")])) != grpc.StatusCode.UNAUTHENTICATED
         health = health_pb2_grpc.HealthStub(channel)
         await health.Check(health_pb2.HealthCheckRequest())
+
+
+async def _status(call: Any) -> grpc.StatusCode:
+    """How a streaming call ended: OK when its stream completed, else the error's status code."""
+    try:
+        _ = [response async for response in call]
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
 
 
 # ---- grpcurl: reflection makes every RPC callable without the .proto files ------------------------
