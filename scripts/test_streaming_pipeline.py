@@ -27,13 +27,10 @@ import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from google.protobuf.message import DecodeError
 
-from riskwatch import events
+from riskwatch import events, synthetic
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.errors import ConfigError
 from riskwatch.v1 import events_pb2
-
-IMAGE_WIDTH, IMAGE_HEIGHT = 1280, 720
-
 
 # --- synthetic events ----------------------------------------------------------------------------
 
@@ -55,37 +52,11 @@ def crop_jpeg(seed: int, width: int = 160, height: int = 120) -> bytes:
 
 def detection_event(camera_id: str, frame_id: int, groups: int, crop: bytes) -> events_pb2.DetectionEvent:
     """One frame's event: per group a vehicle and a pedestrian close together (worth an LLM look)."""
-    now = events.timestamp()
-    event = events_pb2.DetectionEvent(
-        event_id=events.event_id(camera_id, frame_id),
-        camera_id=camera_id,
-        frame_id=frame_id,
-        capture_time=now,
-        detected_time=now,
-        image_width=IMAGE_WIDTH,
-        image_height=IMAGE_HEIGHT,
-        detector_latency_ms=12.5,
-        model="pipeline-test",
-    )
+    event = synthetic.detection_event(camera_id, frame_id, model="pipeline-test")
     for g in range(groups):
-        x = 100.0 + 300.0 * g
-        vehicle_id, person_id = 1000 * frame_id + 2 * g + 1, 1000 * frame_id + 2 * g + 2
-        vehicle = event.detections.add(track_id=vehicle_id, class_name="car", confidence=0.9)
-        vehicle.category = events_pb2.CATEGORY_VEHICLE
-        vehicle.box.CopyFrom(events_pb2.BoundingBox(x1=x, y1=300, x2=x + 160, y2=420))
-        person = event.detections.add(track_id=person_id, class_name="person", confidence=0.85)
-        person.category = events_pb2.CATEGORY_PEDESTRIAN
-        person.box.CopyFrom(events_pb2.BoundingBox(x1=x + 170, y1=280, x2=x + 200, y2=400))
-        group = event.groups.add(
-            # A fresh group id per frame: every group is new to the task generator, so each becomes a task.
-            group_id=f"g{frame_id}-{g}",
-            member_track_ids=[vehicle_id, person_id],
-            crop_jpeg=crop,
-        )
-        group.box.CopyFrom(events_pb2.BoundingBox(x1=x, y1=280, x2=x + 200, y2=420))
-        group.features.CopyFrom(
-            events_pb2.GroupFeatures(vehicles=1, pedestrians=1, min_ped_vehicle_distance=0.1, density=2.0)
-        )
+        # A fresh group id per frame: every group is new to the task generator, so each becomes a task.
+        tracks = (1000 * frame_id + 2 * g + 1, 1000 * frame_id + 2 * g + 2)
+        synthetic.add_pair(event, f"g{frame_id}-{g}", tracks, slot=g, distance=0.1, density=2.0, crop=crop)
     return event
 
 

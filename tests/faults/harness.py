@@ -1,9 +1,11 @@
 """The fault suite's machinery: private infrastructure, a restartable stack, steady load, a ledger, a WebSocket watcher.
 
 The ledger is topic based. Each published DetectionEvent is identified by its event id and each of its groups by
-the task id `<event_id>/<group_id>`; the task generator runs with a policy that sends every group (no minimum
-interval, no budget, no expiry), so every group of every event must become a task, and every task must end in a
-result — a verdict or a typed failure with a reason. Duplicates on the wire are allowed (at-least-once) and counted.
+the task id `<event_id>/<group_id>`. The task generator runs its shipped policy, and its TaskDecisions records on
+task-decisions say what became of every group: sent (then a task must be on assessment-tasks and end in a result, a
+verdict or a typed failure with a reason), or skipped, superseded by a newer frame's task, or expired, with the
+reason. A group with no decision and no task is unaccounted. Duplicates on the wire are allowed (at-least-once) and
+counted; after a crash a redelivered event may be decided again, differently, and either record accounts for it.
 """
 
 from __future__ import annotations
@@ -30,15 +32,15 @@ import websockets
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from riskwatch import events
+from riskwatch import events, synthetic
 from riskwatch.cache import RedisCache, keys
 from riskwatch.v1 import events_pb2
-from tests.support.stack import REPO, Stack, free_port, wait_for_port
+from tests.support.stack import CONSUMED_TOPICS, REPO, Stack, free_port, wait_for_port
 
 INFRA_SCRIPT = REPO / "deploy" / "local" / "infra.sh"
 KEYS = 10
 GROUPS = ("g1", "g2")
-# Distances cycling per frame: the simulator judges < 0.5 high, < 1.5 medium, else none (verdicts.py).
+# Distances cycling per scene: the simulator judges < 0.5 high, < 1.5 medium, else none (verdicts.py).
 DISTANCES = (0.3, 1.0, 3.0, 0.4, 2.5)
 
 # Our own Kafka clients' complaints while the broker is down go here, silenced: the ledger is what speaks.
@@ -123,7 +125,7 @@ class PrivateInfra:
 
 @dataclass
 class FaultStack(Stack):
-    """Stack on the private infrastructure, with a task-generator policy that sends every group, and restarts."""
+    """Stack on the private infrastructure, the shipped task-generator policy, and restarts."""
 
     infra: PrivateInfra | None = None
     keys_file: Path | None = None
@@ -142,10 +144,6 @@ class FaultStack(Stack):
                 "ALGO_KAFKA__CONSUMER_PROPERTIES": json.dumps(
                     {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
                 ),
-                # Every group of every event becomes a task, so the ledger can expect one per group.
-                "ALGO_TASKGEN__MIN_GROUP_INTERVAL_S": "0",
-                "ALGO_TASKGEN__LLM_BUDGET_PER_S": "0",
-                "ALGO_TASKGEN__MAX_TASK_AGE_S": "600",
                 # The final state is then exactly the latest verdict per group.
                 "ALGO_AGGREGATOR__DEESCALATE_HOLD_S": "0",
                 "ALGO_LOG_LEVEL": "INFO",
@@ -201,7 +199,7 @@ class FaultStack(Stack):
             self.readers[topic] = TopicLog(self.infra.bootstrap, topic)
 
     def all_topics(self) -> list[str]:
-        return [*self.topics.values(), *(f"{t}.dlq" for t in self.topics.values())]
+        return [*self.topics.values(), *(f"{self.topics[t]}.dlq" for t in CONSUMED_TOPICS)]
 
     def restart(self, name: str) -> None:
         self.deliberate.discard(name)
@@ -344,35 +342,23 @@ def crop_jpeg(seed: int) -> bytes:
     return bytes(encoded.tobytes())
 
 
-def detection_event(camera_id: str, camera_index: int, frame_id: int, crop: bytes) -> events_pb2.DetectionEvent:
-    """A frame with two stable groups (g1, g2), fresh member tracks each frame and features cycling through levels."""
-    now = events.timestamp()
-    event = events_pb2.DetectionEvent(
-        event_id=events.event_id(camera_id, frame_id),
-        camera_id=camera_id,
-        frame_id=frame_id,
-        capture_time=now,
-        detected_time=now,
-        image_width=1280,
-        image_height=720,
-        detector_latency_ms=10.0,
-        model="faults-synthetic",
-    )
+def scene_of(frame_id: int) -> int:
+    """The load's scene (members and distances) at a frame: in each 6 frames (3 s at 2 FPS) two quick changes, 0.5 s
+    apart — under the shipped 1 s minimum interval, so one waits and is superseded — then three repeats (no_change)."""
+    return frame_id // 6 * 3 + min(frame_id % 6, 2)
+
+
+def detection_event(
+    camera_id: str, camera_index: int, frame_id: int, crop: bytes, *, scene: int | None = None
+) -> events_pb2.DetectionEvent:
+    """A frame with two stable groups (g1, g2) whose member tracks and features change with `scene` (default: the
+    frame), cycling through the risk levels."""
+    scene = frame_id if scene is None else scene
+    event = synthetic.detection_event(camera_id, frame_id, model="faults-synthetic")
     for g, group_id in enumerate(GROUPS):
-        x = 100.0 + 400.0 * g
-        vehicle_id, person_id = 100 * frame_id + 2 * g + 1, 100 * frame_id + 2 * g + 2
-        vehicle = event.detections.add(track_id=vehicle_id, class_name="car", confidence=0.9)
-        vehicle.category = events_pb2.CATEGORY_VEHICLE
-        vehicle.box.CopyFrom(events_pb2.BoundingBox(x1=x, y1=300, x2=x + 160, y2=420))
-        person = event.detections.add(track_id=person_id, class_name="person", confidence=0.85)
-        person.category = events_pb2.CATEGORY_PEDESTRIAN
-        person.box.CopyFrom(events_pb2.BoundingBox(x1=x + 170, y1=280, x2=x + 200, y2=400))
-        group = event.groups.add(group_id=group_id, member_track_ids=[vehicle_id, person_id], crop_jpeg=crop)
-        group.box.CopyFrom(events_pb2.BoundingBox(x1=x, y1=280, x2=x + 200, y2=420))
-        distance = DISTANCES[(frame_id + camera_index + g) % len(DISTANCES)]
-        group.features.CopyFrom(
-            events_pb2.GroupFeatures(vehicles=1, pedestrians=1, min_ped_vehicle_distance=distance, density=0.5)
-        )
+        tracks = (100 * scene + 2 * g + 1, 100 * scene + 2 * g + 2)
+        distance = DISTANCES[(scene + camera_index + g) % len(DISTANCES)]
+        synthetic.add_pair(event, group_id, tracks, slot=g, distance=distance, density=0.5, crop=crop)
     return event
 
 
@@ -411,7 +397,7 @@ class Load:
         while time.monotonic() - started < duration:
             frame += 1
             for index, camera in enumerate(self.cameras):
-                event = detection_event(camera, index, frame, self._crop)
+                event = detection_event(camera, index, frame, self._crop, scene=scene_of(frame))
                 self.event_ids.append(event.event_id)
                 self.task_ids.extend(events.task_id(event.event_id, g.group_id) for g in event.groups)
                 while True:
@@ -526,12 +512,28 @@ def agreement_key(result: events_pb2.AssessmentResult) -> tuple[Any, ...]:
     return ("failure", result.failure.kind)
 
 
+DECISION_NAMES = {
+    events_pb2.DECISION_SENT: "sent",
+    events_pb2.DECISION_SKIPPED: "skipped",
+    events_pb2.DECISION_SUPERSEDED: "superseded",
+    events_pb2.DECISION_EXPIRED: "expired",
+}
+
+
 @dataclass
 class Ledger:
     events_published: int = 0
     events_missing: list[str] = field(default_factory=list)
     event_copies: int = 0
-    tasks_expected: int = 0
+    groups_expected: int = 0
+    # Groups with neither a decision nor a task on the wire.
+    undecided: list[str] = field(default_factory=list)
+    # Decisions a reader cannot account with: no kind, no reason, or superseded by a task that does not exist.
+    bad_decisions: list[str] = field(default_factory=list)
+    # "<decision>:<reason>" -> groups, for the groups not sent.
+    decisions: Counter[str] = field(default_factory=Counter)
+    tasks_sent: int = 0
+    # Decided "sent" but the task is not on assessment-tasks.
     tasks_missing: list[str] = field(default_factory=list)
     task_copies: int = 0
     tasks_without_result: list[str] = field(default_factory=list)
@@ -539,7 +541,10 @@ class Ledger:
     disagreements: list[str] = field(default_factory=list)
     untyped: list[str] = field(default_factory=list)
     unexpected_results: list[str] = field(default_factory=list)
+    # Results of the tasks sent: "verdict" or the failure kind.
     outcomes: Counter[str] = field(default_factory=Counter)
+    # (camera, group) pairs of the load never sent to the LLM at all.
+    groups_never_sent: list[str] = field(default_factory=list)
     dead_letters: dict[str, int] = field(default_factory=dict)
     # (camera, group) -> the verdict of the latest frame that got one
     final: dict[tuple[str, str], events_pb2.AssessmentResult] = field(default_factory=dict)
@@ -547,18 +552,29 @@ class Ledger:
 
     @property
     def unaccounted(self) -> int:
-        return len(self.events_missing) + len(self.tasks_missing) + len(self.tasks_without_result) + len(self.untyped)
+        return (
+            len(self.events_missing)
+            + len(self.undecided)
+            + len(self.bad_decisions)
+            + len(self.tasks_missing)
+            + len(self.tasks_without_result)
+            + len(self.untyped)
+        )
 
     @property
     def complete(self) -> bool:
-        return not (self.events_missing or self.tasks_missing or self.tasks_without_result)
+        return not (self.events_missing or self.undecided or self.tasks_missing or self.tasks_without_result)
 
     def summary(self) -> dict[str, Any]:
         return {
             "events_published": self.events_published,
             "events_missing": len(self.events_missing),
             "duplicate_events_on_wire": self.event_copies,
-            "tasks_expected": self.tasks_expected,
+            "groups_expected": self.groups_expected,
+            "groups_undecided": len(self.undecided),
+            "bad_decisions": len(self.bad_decisions),
+            "groups_not_sent": dict(self.decisions.most_common()),
+            "tasks_sent": self.tasks_sent,
             "tasks_missing": len(self.tasks_missing),
             "duplicate_tasks_on_wire": self.task_copies,
             "tasks_without_result": len(self.tasks_without_result),
@@ -567,49 +583,86 @@ class Ledger:
             "untyped_results": len(self.untyped),
             "unexpected_results": len(self.unexpected_results),
             "outcomes": dict(self.outcomes),
+            "groups_never_sent": len(self.groups_never_sent),
             "dead_letters": self.dead_letters,
             "unaccounted": self.unaccounted,
             "examples": {
                 "events_missing": self.events_missing[:5],
+                "undecided": self.undecided[:5],
+                "bad_decisions": self.bad_decisions[:5],
                 "tasks_missing": self.tasks_missing[:5],
                 "tasks_without_result": self.tasks_without_result[:5],
                 "disagreements": self.disagreements[:5],
                 "untyped": self.untyped[:5],
+                "groups_never_sent": self.groups_never_sent[:5],
             },
         }
 
 
+def _records(stack: FaultStack, topic: str, cameras: set[str]) -> Iterable[bytes]:
+    """Values of `topic` (a default topic name) keyed by one of `cameras`."""
+    for key, value in stack.readers[stack.topics[topic]].records:
+        if key is not None and key.decode() in cameras:
+            yield value
+
+
+def _group_of(task_id: str) -> str:
+    """ "<camera>/<group>" of a task id "<camera>:<frame>/<group>"."""
+    event_id, group_id = task_id.rsplit("/", 1)
+    return f"{event_id.rsplit(':', 1)[0]}/{group_id}"
+
+
 def account(stack: FaultStack, load: Load) -> Ledger:
-    """Read every topic to its end and account for each event, task and result of this case's cameras."""
+    """Read every topic to its end and account for each event, group, task and result of this case's cameras."""
     for reader in stack.readers.values():
         reader.catch_up()
     cameras = set(load.cameras)
-    t = stack.topics
-    ledger = Ledger(events_published=len(load.event_ids), tasks_expected=len(load.task_ids))
+    ledger = Ledger(events_published=len(load.event_ids), groups_expected=len(load.task_ids))
+    expected = set(load.task_ids)
 
-    seen_events: Counter[str] = Counter()
-    for key, value in stack.readers[t["detection-results"]].records:
-        if key is not None and key.decode() in cameras:
-            seen_events[events_pb2.DetectionEvent.FromString(value).event_id] += 1
+    seen_events = Counter(
+        events_pb2.DetectionEvent.FromString(v).event_id for v in _records(stack, "detection-results", cameras)
+    )
     ledger.events_missing = [e for e in load.event_ids if e not in seen_events]
     ledger.event_copies = sum(n - 1 for n in seen_events.values())
 
-    seen_tasks: Counter[str] = Counter()
-    for key, value in stack.readers[t["assessment-tasks"]].records:
-        if key is not None and key.decode() in cameras:
-            seen_tasks[events_pb2.AssessmentTask.FromString(value).task_id] += 1
-    ledger.tasks_missing = [task for task in load.task_ids if task not in seen_tasks]
+    seen_tasks = Counter(
+        events_pb2.AssessmentTask.FromString(v).task_id for v in _records(stack, "assessment-tasks", cameras)
+    )
     ledger.task_copies = sum(n - 1 for n in seen_tasks.values())
 
+    decided: dict[str, list[events_pb2.GroupDecision]] = defaultdict(list)
+    for value in _records(stack, "task-decisions", cameras):
+        for decision in events_pb2.TaskDecisions.FromString(value).groups:
+            decided[decision.task_id].append(decision)
+    sent: list[str] = []
+    for task in load.task_ids:
+        decisions = decided.get(task, [])
+        if task in seen_tasks or any(d.decision == events_pb2.DECISION_SENT for d in decisions):
+            sent.append(task)
+            if task not in seen_tasks:
+                ledger.tasks_missing.append(task)
+            continue
+        if not decisions:
+            ledger.undecided.append(task)
+            continue
+        decision = decisions[0]
+        name = DECISION_NAMES.get(decision.decision)
+        superseded_by_unknown = name == "superseded" and decision.superseded_by not in expected
+        if name is None or not decision.reason or superseded_by_unknown:
+            ledger.bad_decisions.append(f"{task}: {decision}")
+            continue
+        ledger.decisions[f"{name}:{decision.reason}"] += 1
+    ledger.tasks_sent = len(sent)
+    ledger.groups_never_sent = sorted({_group_of(t) for t in load.task_ids} - {_group_of(t) for t in sent})
+
     by_task: dict[str, list[events_pb2.AssessmentResult]] = defaultdict(list)
-    for key, value in stack.readers[t["risk-assessment-results"]].records:
-        if key is not None and key.decode() in cameras:
-            result = events_pb2.AssessmentResult.FromString(value)
-            by_task[result.task_id].append(result)
-            ledger.results.append(result)
-    expected = set(load.task_ids)
+    for value in _records(stack, "risk-assessment-results", cameras):
+        result = events_pb2.AssessmentResult.FromString(value)
+        by_task[result.task_id].append(result)
+        ledger.results.append(result)
     ledger.unexpected_results = [task for task in by_task if task not in expected]
-    ledger.tasks_without_result = [task for task in load.task_ids if task in seen_tasks and task not in by_task]
+    ledger.tasks_without_result = [task for task in sent if task in seen_tasks and task not in by_task]
     for task, results in by_task.items():
         ledger.result_copies += len(results) - 1
         ledger.outcomes[outcome_of(results[0])] += 1
@@ -625,8 +678,8 @@ def account(stack: FaultStack, load: Load) -> Ledger:
             if current is None or events.seconds(result.capture_time) > events.seconds(current.capture_time):
                 ledger.final[key] = result
 
-    for topic in t.values():
-        dlq = stack.readers[f"{topic}.dlq"]
+    for topic in CONSUMED_TOPICS:
+        dlq = stack.readers[f"{stack.topics[topic]}.dlq"]
         ledger.dead_letters[topic] = sum(1 for key, _v in dlq.records if key is not None and key.decode() in cameras)
     return ledger
 
@@ -783,6 +836,7 @@ def assert_case(report: CaseReport, *, allow_failures: Iterable[str] = ()) -> No
     summary = json.dumps(report.to_json(), indent=1)
     assert not report.notes.get("died_unexpectedly"), f"a service exited during the case unasked: {summary}"
     assert ledger.unaccounted == 0, summary
+    assert not ledger.groups_never_sent, summary
     assert not ledger.disagreements, summary
     assert not ledger.unexpected_results, summary
     assert sum(ledger.dead_letters.values()) == 0, summary

@@ -7,6 +7,7 @@ from typing import Any
 from riskwatch import events
 from riskwatch.v1 import events_pb2
 from tests.faults.harness import Load, account, detection_event
+from tests.support.stack import CONSUMED_TOPICS, TOPICS
 
 
 class _Topic:
@@ -23,8 +24,9 @@ class _Stack:
     run_id = "ledger"
 
     def __init__(self) -> None:
-        self.topics = {t: f"{t}-ledger" for t in ("detection-results", "assessment-tasks", "risk-assessment-results")}
-        self.readers = {name: _Topic() for t in self.topics.values() for name in (t, f"{t}.dlq")}
+        self.topics = {t: f"{t}-ledger" for t in TOPICS}
+        names = [*self.topics.values(), *(f"{self.topics[t]}.dlq" for t in CONSUMED_TOPICS)]
+        self.readers = {name: _Topic() for name in names}
 
     def put(self, topic: str, camera: str, message: Any) -> None:
         name = self.topics.get(topic, topic)
@@ -54,11 +56,27 @@ def _verdict(event: events_pb2.DetectionEvent, group: events_pb2.Group, level: i
     )
 
 
+def _decisions(event: events_pb2.DetectionEvent, **how: tuple[int, str, str]) -> events_pb2.TaskDecisions:
+    """The event's decisions: every group sent as "new" unless `how[group_id]` = (decision, reason, superseded_by)."""
+    record = events_pb2.TaskDecisions(event_id=event.event_id, camera_id=event.camera_id)
+    for group in event.groups:
+        decision, reason, superseded_by = how.get(group.group_id, (events_pb2.DECISION_SENT, "new", ""))
+        record.groups.add(
+            group_id=group.group_id,
+            task_id=events.task_id(event.event_id, group.group_id),
+            decision=decision,
+            reason=reason,
+            superseded_by=superseded_by,
+        )
+    return record
+
+
 def _healthy() -> tuple[_Stack, Load, list[events_pb2.DetectionEvent]]:
     stack = _Stack()
     load, published = _load(["cam-a", "cam-b"], 3)
     for event in published:
         stack.put("detection-results", event.camera_id, event)
+        stack.put("task-decisions", event.camera_id, _decisions(event))
         for group in event.groups:
             task = events_pb2.AssessmentTask(
                 task_id=events.task_id(event.event_id, group.group_id), camera_id=event.camera_id
@@ -76,6 +94,45 @@ def test_a_clean_run_is_fully_accounted() -> None:
     stack, load, _ = _healthy()
     ledger = _account(stack, load)
     assert ledger.unaccounted == 0 and ledger.complete and ledger.outcomes == {"verdict": 12}
+    assert ledger.tasks_sent == 12 and not ledger.decisions and not ledger.groups_never_sent
+
+
+def test_groups_not_sent_are_accounted_by_their_decision_and_reason() -> None:
+    stack = _Stack()
+    load, published = _load(["cam-a"], 3)
+    first, _, third = published
+    superseded = (events_pb2.DECISION_SUPERSEDED, "min_interval", events.task_id(third.event_id, "g2"))
+    how = [
+        {},
+        {"g1": (events_pb2.DECISION_SKIPPED, "no_change", ""), "g2": superseded},
+        {"g1": (events_pb2.DECISION_EXPIRED, "late", "")},
+    ]
+    for event, decided in zip(published, how, strict=True):
+        stack.put("detection-results", event.camera_id, event)
+        stack.put("task-decisions", event.camera_id, _decisions(event, **decided))
+    for event, group in [(first, first.groups[0]), (first, first.groups[1]), (third, third.groups[1])]:
+        task = events_pb2.AssessmentTask(task_id=events.task_id(event.event_id, group.group_id))
+        stack.put("assessment-tasks", event.camera_id, task)
+        stack.put("risk-assessment-results", event.camera_id, _verdict(event, group, events_pb2.RISK_LEVEL_LOW))
+    ledger = _account(stack, load)
+    assert ledger.unaccounted == 0 and ledger.complete, ledger.summary()
+    assert ledger.tasks_sent == 3
+    assert ledger.decisions == {"skipped:no_change": 1, "superseded:min_interval": 1, "expired:late": 1}
+
+
+def test_groups_without_a_usable_decision_are_unaccounted() -> None:
+    stack = _Stack()
+    load, published = _load(["cam-a"], 2)
+    first, second = published
+    nowhere = (events_pb2.DECISION_SUPERSEDED, "budget", "cam-a:99/g1")  # replaced by a task that never existed
+    stack.put("task-decisions", "cam-a", _decisions(first, g1=nowhere, g2=(events_pb2.DECISION_SKIPPED, "", "")))
+    # Neither event reached detection-results, and the second event's decisions never reached task-decisions.
+    ledger = _account(stack, load)
+    assert len(ledger.bad_decisions) == 2
+    assert ledger.undecided == [events.task_id(second.event_id, g.group_id) for g in second.groups]
+    assert ledger.groups_never_sent == ["cam-a/g1", "cam-a/g2"]
+    assert ledger.unaccounted == 2 + 2 + 2  # two events missing, two bad decisions, two undecided groups
+    assert not ledger.complete
 
 
 def test_every_kind_of_loss_is_seen() -> None:
@@ -85,7 +142,7 @@ def test_every_kind_of_loss_is_seen() -> None:
     stack.readers[stack.topics["detection-results"]].records.pop()
     tasks = stack.readers[stack.topics["assessment-tasks"]].records
     results = stack.readers[stack.topics["risk-assessment-results"]].records
-    del tasks[0]
+    del tasks[0]  # its decision says "sent"
     del results[3]
     # A duplicate that disagrees, a failure without a reason, a dead letter.
     first = published[0]

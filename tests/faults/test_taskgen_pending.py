@@ -64,6 +64,8 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
             "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__NAME": topics["results"],
             "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": group,
             "ALGO_TASKGEN__MIN_GROUP_INTERVAL_S": "30",
+            # Frame 4 waits out the interval, then is redelivered after the crash: neither may expire it.
+            "ALGO_TASKGEN__MAX_TASK_AGE_S": "600",
         }
     )
     generator = _start_generator(stack, env, "probe-task-generator.log")
