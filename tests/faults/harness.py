@@ -198,9 +198,6 @@ class FaultStack(Stack):
         for topic in self.all_topics():
             self.readers[topic] = TopicLog(self.infra.bootstrap, topic)
 
-    def all_topics(self) -> list[str]:
-        return [*self.topics.values(), *(f"{self.topics[t]}.dlq" for t in CONSUMED_TOPICS)]
-
     def restart(self, name: str) -> None:
         self.deliberate.discard(name)
         self.start(name, *MODULES[name], port=READY_PORT.get(name))

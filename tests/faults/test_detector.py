@@ -1,7 +1,9 @@
-"""kill -9 of the detector while real frames are pushed through the gateway: every frame is answered, none is lost.
+"""kill -9 or SIGTERM of the detector while real frames are pushed through the gateway: every frame is answered,
+none is lost.
 
 A frame pushed over gRPC is answered either with its DetectionEvent — published to detection-results (and
-acknowledged) before the answer — or with a FrameError naming the cause (the detector being down). The ledger here
+acknowledged) before the answer — or with a FrameError naming the cause (the detector being down). On SIGTERM
+the detector drains: it stops taking frames, answers those it accepted and exits 0. The ledger here
 is per frame: answered with an event that is in Kafka, or answered with an error; never unanswered, never an event
 the answer promised but Kafka lacks. The synthetic load of run_case keeps the rest of the pipeline accounted for.
 """
@@ -26,11 +28,13 @@ pytestmark = [pytest.mark.infra, pytest.mark.faults]
 FRAMES = 24  # per camera, at 2 FPS: 12 s
 
 
-async def test_kill_9_detector_with_real_frames(stack: FaultStack) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill9", "sigterm"])
+async def test_detector_stopped_under_real_frames(stack: FaultStack, sig: signal.Signals) -> None:
     if "detector" not in stack.procs or stack.procs["detector"].poll() is not None:
         await asyncio.to_thread(stack.restart, "detector")
     await asyncio.to_thread(wait_for_port, stack.ports["detector_grpc"], 120.0, stack.procs["detector"])
-    cameras = [f"real-{stack.run_id}-{i}" for i in range(2)]
+    name = "kill9" if sig == signal.SIGKILL else "sigterm"
+    cameras = [f"real-{name}-{stack.run_id}-{i}" for i in range(2)]
     for camera in cameras:
         await add_push_camera(stack.ports["gateway_grpc"], camera)
     frames = {
@@ -44,11 +48,15 @@ async def test_kill_9_detector_with_real_frames(stack: FaultStack) -> None:
 
     async def fault() -> None:
         pushing = [asyncio.create_task(push(c)) for c in cameras]
-        outcome.update(await kill_and_restart(stack, "detector", signal.SIGKILL, at=4.0))
+        outcome.update(await kill_and_restart(stack, "detector", sig, at=4.0))
         await asyncio.gather(*pushing)
 
-    report = await run_case(stack, "kill9-detector", fault)
-    assert outcome["exit_code"] == -signal.SIGKILL
+    report = await run_case(stack, f"{name}-detector", fault)
+    if sig == signal.SIGKILL:
+        assert outcome["exit_code"] == -signal.SIGKILL
+    else:
+        assert outcome["exit_code"] == 0, outcome["log"][-3000:]
+        assert "detector stopped" in outcome["log"], outcome["log"][-3000:]
 
     published = {
         events_pb2.DetectionEvent.FromString(value).event_id

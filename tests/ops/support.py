@@ -15,7 +15,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from tests.support.stack import BOOTSTRAP, REDIS_URL, TOPICS
+from tests.support.stack import BOOTSTRAP, CONSUMED_TOPICS, REDIS_URL, TOPICS, topic_field
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "start_streaming_services.sh"
@@ -109,7 +109,7 @@ class ScriptStack:
 
     @property
     def topics(self) -> dict[str, str]:
-        return {topic.upper().replace("-", "_"): f"{topic}-ops-{self.run_id}" for topic in TOPICS}
+        return {topic_field(topic): f"{topic}-ops-{self.run_id}" for topic in TOPICS}
 
     def port(self, name: str, index: int = 0) -> int:
         return PORTS[name][index] + self.offset
@@ -153,7 +153,7 @@ class ScriptStack:
         return "\n".join(f"===== {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_dir.glob("*.log"))
 
     def delete_topics(self) -> None:
-        names = [*self.topics.values(), *(f"{t}.dlq" for t in self.topics.values())]
+        names = [*self.topics.values(), *(f"{self.topics[topic_field(t)]}.dlq" for t in CONSUMED_TOPICS)]
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})  # kept referenced until the futures resolve
         for future in admin.delete_topics(names, operation_timeout=10).values():
             try:

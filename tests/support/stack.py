@@ -22,6 +22,11 @@ TOPICS = ("detection-results", "assessment-tasks", "risk-assessment-results", "t
 CONSUMED_TOPICS = TOPICS[:3]
 
 
+def topic_field(topic: str) -> str:
+    """The settings field of a topic's default name, as ALGO_KAFKA__TOPICS__<field> spells it."""
+    return topic.upper().replace("-", "_")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,6 +66,10 @@ class Stack:
         """Each topic's default name -> this run's name."""
         return {t: f"{t}-{self.run_id}" for t in TOPICS}
 
+    def all_topics(self) -> list[str]:
+        """This run's topics and dead-letter topics."""
+        return [*self.topics.values(), *(f"{self.topics[t]}.dlq" for t in CONSUMED_TOPICS)]
+
     @property
     def redis_prefix(self) -> str:
         return f"rw-{self.run_id}:"
@@ -89,9 +98,8 @@ class Stack:
             }
         )
         for topic, name in self.topics.items():
-            field_name = topic.upper().replace("-", "_")
-            env[f"ALGO_KAFKA__TOPICS__{field_name}__NAME"] = name
-            env[f"ALGO_KAFKA__TOPICS__{field_name}__PARTITIONS"] = "4"
+            env[f"ALGO_KAFKA__TOPICS__{topic_field(topic)}__NAME"] = name
+            env[f"ALGO_KAFKA__TOPICS__{topic_field(topic)}__PARTITIONS"] = "4"
         env.update(self.extra_env)
         return env
 

@@ -38,6 +38,7 @@ class DetectorApp:
         await set_serving(self.server, False)
         await self.server.stop(self._settings.shutdown_grace_s)
         await self.detector.stop()
+        log.info("detector stopped: accepted frames answered and their events published")
 
 
 async def run(settings: DetectorSettings) -> None:
