@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import shutil
 import socket
 import subprocess
@@ -85,21 +87,70 @@ def test_shell_scripts_pass_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_windows_scripts_exist_and_parse() -> None:
-    for name in ("start_streaming_services", "stop_streaming_services"):
-        bat = (REPO / "scripts" / f"{name}.bat").read_text(encoding="utf-8")
-        assert f"{name}.ps1" in bat and "%*" in bat, f"{name}.bat should run {name}.ps1 with its arguments"
-        ps1 = REPO / "scripts" / f"{name}.ps1"
-        assert ps1.exists()
-        pwsh = shutil.which("pwsh")
-        if pwsh is None:
-            continue  # no PowerShell here: the parse check runs where it is installed
+WINDOWS_SCRIPTS = ("start_streaming_services", "stop_streaming_services")
+
+
+def syntax_errors(source: str, grammar: str) -> list[str]:
+    """Where tree-sitter's PowerShell or Batch grammar cannot parse `source` (error or missing nodes)."""
+    from tree_sitter import Language, Node, Parser  # noqa: PLC0415
+
+    module = {"powershell": "tree_sitter_powershell", "batch": "tree_sitter_batch"}[grammar]
+    parser = Parser(Language(importlib.import_module(module).language()))
+    found: list[str] = []
+
+    def visit(node: Node) -> None:
+        if node.type == "ERROR" or node.is_missing:
+            line, column = node.start_point
+            found.append(f"line {line + 1}, column {column + 1}: {node.type} {node.text!r:.60}")
+        elif node.has_error:
+            for child in node.children:
+                visit(child)
+
+    visit(parser.parse(source.encode()).root_node)
+    return found
+
+
+def test_the_syntax_check_sees_a_broken_script() -> None:
+    assert syntax_errors("function Start-It {\n  if ($x) { Write-Host 'x' }\n", "powershell")
+    assert syntax_errors("$Catalog = @{ a = @(1, 2 }", "powershell")
+    assert not syntax_errors("$Catalog = @{ a = @(1, 2) }\n", "powershell")
+
+
+@pytest.mark.parametrize("name", WINDOWS_SCRIPTS)
+def test_windows_scripts_parse(name: str) -> None:
+    bat = (REPO / "scripts" / f"{name}.bat").read_text(encoding="utf-8")
+    assert f"{name}.ps1" in bat and "%*" in bat, f"{name}.bat should run {name}.ps1 with its arguments"
+    assert syntax_errors(bat, "batch") == []
+    ps1 = REPO / "scripts" / f"{name}.ps1"
+    assert syntax_errors(ps1.read_text(encoding="utf-8"), "powershell") == []
+    pwsh = shutil.which("pwsh")
+    if pwsh is not None:  # PowerShell's own parser too, where it is installed
         check = (
             "$e=$null; [System.Management.Automation.Language.Parser]::ParseFile("
             f"'{ps1}', [ref]$null, [ref]$e) | Out-Null; if ($e) {{ $e | ForEach-Object {{ $_.ToString() }}; exit 1 }}"
         )
         result = subprocess.run([pwsh, "-NoProfile", "-Command", check], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_windows_scripts_know_the_same_services_commands_and_ports_as_the_shell_scripts() -> None:
+    start = (REPO / "scripts" / "start_streaming_services.ps1").read_text(encoding="utf-8")
+    catalog = {
+        name: (args, [int(p) for p in ports.split(",")])
+        for name, args, ports in re.findall(
+            r"^\s*(\w+)\s*=\s*@\{ Args = @\(([^)]*)\);.*Ports = @\(([\d, ]+)\) \}", start, re.MULTILINE
+        )
+    }
+    assert sorted(catalog) == sorted(ALL)
+    assert {name: ports for name, (_, ports) in catalog.items()} == PORTS
+    shell = START.read_text(encoding="utf-8")
+    for name, (args, _) in catalog.items():
+        words = [w.strip(" '") for w in args.split(",")]
+        module_args = " ".join(w for w in words if not w.isdigit() and w != "--port")
+        assert re.search(rf"^\s*{name}\) echo \"{re.escape(module_args)}", shell, re.MULTILINE), (name, module_args)
+    stop = (REPO / "scripts" / "stop_streaming_services.ps1").read_text(encoding="utf-8")
+    (order,) = re.findall(r"^\$Order = @\(([^)]*)\)", stop, re.MULTILINE)
+    assert sorted(w.strip(" '") for w in order.split(",")) == sorted(ALL)
 
 
 # --- against the real Kafka and Redis ------------------------------------------------------------
