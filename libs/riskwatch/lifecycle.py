@@ -9,6 +9,11 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+# SIGBREAK is Ctrl+Break on Windows, where SIGTERM is never delivered.
+STOP_SIGNALS = tuple(
+    sig for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGBREAK", None)) if sig is not None
+)
+
 
 class Service(Protocol):
     async def start(self) -> None: ...
@@ -20,14 +25,17 @@ async def run_until_signalled(service: Service, stop_event: asyncio.Event | None
     """start(); wait for SIGTERM/SIGINT (or `stop_event`); stop(). A second signal during stop is ignored."""
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, _request_stop, stop, sig)
+        except NotImplementedError:  # Windows event loops: a plain handler that hands over to the loop
+            signal.signal(sig, lambda signum, _frame: loop.call_soon_threadsafe(_request_stop, stop, signum))
     await service.start()
     await stop.wait()
     log.info("stopping gracefully")
     await service.stop()
 
 
-def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
-    log.info("received %s", sig.name)
+def _request_stop(stop: asyncio.Event, sig: int) -> None:
+    log.info("received %s", signal.Signals(sig).name)
     stop.set()
