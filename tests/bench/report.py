@@ -186,13 +186,13 @@ def write_report(report: dict[str, Any], path: Path) -> Path:
     lines += ["", "## Ledger", ""]
     lines.append(
         "Every pushed frame has an event or a FrameError; every published event is in `detection-results`; every "
-        "group of every event was turned into a task or counted as skipped (task generator counters) or is still "
-        "pending; every task in `assessment-tasks` has exactly one result in `risk-assessment-results`; nothing "
-        "went to a dead-letter topic."
+        "group of every event has its decision in `task-decisions` (sent with its trigger, or skipped, superseded "
+        "or expired, with the reason); every task in `assessment-tasks` has exactly one result in "
+        "`risk-assessment-results`; nothing went to a dead-letter topic."
     )
     lines += [
         "",
-        "| run | frames | groups → tasks / skipped / pending | tasks → results | unaccounted |",
+        "| run | frames | groups → decisions | tasks → results | unaccounted |",
         "|---|---|---|---|---|",
     ]
     for r in runs:
@@ -204,13 +204,13 @@ def write_report(report: dict[str, Any], path: Path) -> Path:
             else f"{r['published']['events']} published, {r['published']['acked']} acked"
         )
         g = r["groups"]
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(g["skipped_by_reason"].items()))
+        decided = ", ".join(f"{k} {v}" for k, v in g["decisions"].items())
         t = r["tasks"]
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(t["outcomes"].items()))
         detail = ", ".join(f"{k} {v}" for k, v in r["unaccounted_detail"].items() if v) or "–"
         lines.append(
-            f"| {r['label']} | {frame_text} | {g['in_events']} groups → {g['tasks_generated']} tasks / {g['skipped']} "
-            f"skipped ({skipped}) / {g['pending_at_end']} pending | {t['unique']} tasks → {t['results']} results "
+            f"| {r['label']} | {frame_text} | {g['in_events']} groups → {decided} | {t['unique']} tasks → "
+            f"{t['results']} results "
             f"({outcomes}) | **{r['unaccounted']}** {detail} |"
         )
     for mode, values in med.items():
