@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class HealthPublisher:
-    """Publishes `{"source": ..., **snapshot()}` on the health channel every `interval_s`; best effort."""
+    """Publishes `{"source": ..., "interval_s": ..., **snapshot()}` on the health channel every `interval_s`; best
+    effort. The dashboard shows a source silent for a few intervals as silent."""
 
     def __init__(
         self, cache: Cache, source: str, snapshot: Callable[[], Mapping[str, object]], interval_s: float = 2.0
@@ -38,7 +39,8 @@ class HealthPublisher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            message = json.dumps({"source": self._source, **self._snapshot()}, default=str).encode()
+            snapshot = {"source": self._source, "interval_s": self._interval_s, **self._snapshot()}
+            message = json.dumps(snapshot, default=str).encode()
             try:
                 await self._cache.publish(keys.HEALTH_CHANNEL, message)
             except Unavailable as exc:

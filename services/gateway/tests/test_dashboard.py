@@ -104,10 +104,25 @@ async def test_dashboard_shows_boxes_and_risk_colours(browser: Browser, gateway:
     await page.wait_for_selector("#alerts li.risk-high", timeout=10_000)
     assert "about to cross" in await page.locator("#alerts li").first.inner_text()
 
-    await cache.publish(keys.HEALTH_CHANNEL, json.dumps({"source": "scheduler", "keys_available": 2}).encode())
-    await page.wait_for_function(
-        "document.querySelector('#health').innerText.includes('keys_available')", timeout=10_000
-    )
+    # Health: each stage's snapshot in its own section, readable; a stage that stops reporting is marked silent.
+    snapshot = {
+        "source": "llm-scheduler",
+        "interval_s": 0.5,
+        "consumer lag (messages)": 3,
+        "API keys": {"available": 9, "disabled": 1},
+        "keys disabled": ["key-003"],
+        "keys cooling": [],
+    }
+    await cache.publish(keys.HEALTH_CHANNEL, json.dumps(snapshot).encode())
+    section = page.locator('#health section[data-source="llm-scheduler"]')
+    await section.wait_for(timeout=10_000)
+    text = await section.inner_text()
+    assert "available 9 · disabled 1" in text and "key-003" in text and "consumer lag (messages)\t3" in text, text
+    assert "interval_s" not in text and "{" not in text, text
+    assert await section.get_attribute("data-state") == "reporting"
+    # No further snapshot: after 3 intervals (1.5 s) and the next repaint the section says so.
+    await page.wait_for_selector('#health section[data-source="llm-scheduler"][data-state="silent"]', timeout=10_000)
+    assert "silent for" in await section.inner_text()
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

@@ -59,7 +59,10 @@ function handle(message) {
     case "camera_status": onCameraStatus(message); break;
     case "cameras": message.cameras.forEach(onCameraStatus); break;
     case "camera_added": onCameraStatus(message.camera); break;
-    case "health": health.sources[message.source || "pipeline"] = message; renderHealth(); break;
+    case "health":
+      health.sources[message.source || "pipeline"] = { snapshot: message, at: Date.now() };
+      renderHealth();
+      break;
     case "heartbeat": health.heartbeat = message; renderHealth(); break;
     case "error": showMessage(message.message); break;
     default: break;
@@ -248,6 +251,29 @@ function renderSummary() {
   $("#summary").textContent = `${cameras.size} camera(s) · highest risk: ${worst}`;
 }
 
+// A stage reports every interval_s; silent for this many intervals, it is shown as silent (down or cut off).
+const SILENT_AFTER_INTERVALS = 3;
+const NOT_SHOWN = new Set(["type", "source", "interval_s"]);
+
+function healthValue(value) {
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
+  if (value && typeof value === "object") {
+    const parts = Object.entries(value).map(([k, v]) => `${k} ${v}`);
+    return parts.length ? parts.join(" · ") : "none";
+  }
+  return String(value);
+}
+
+function healthTable(rows) {
+  const table = document.createElement("table");
+  for (const [key, value] of rows) {
+    const tr = table.insertRow();
+    tr.insertCell().textContent = key;
+    tr.insertCell().textContent = value;
+  }
+  return table;
+}
+
 function renderHealth() {
   const rows = [];
   const online = [...cameras.values()].filter((s) => s.status && s.status.status === "online").length;
@@ -255,19 +281,23 @@ function renderHealth() {
   const dropped = [...cameras.values()].reduce((n, s) => n + ((s.status && s.status.frames_dropped) || 0), 0);
   rows.push(["frames dropped (detector busy)", String(dropped)]);
   if (health.heartbeat) rows.push(["last heartbeat", new Date(health.heartbeat.time * 1000).toLocaleTimeString()]);
-  for (const [source, snapshot] of Object.entries(health.sources)) {
-    for (const [key, value] of Object.entries(snapshot)) {
-      if (key === "type" || key === "source") continue;
-      rows.push([`${source}: ${key}`, typeof value === "object" ? JSON.stringify(value) : String(value)]);
-    }
+  const blocks = [healthTable(rows)];
+  const now = Date.now();
+  for (const [source, { snapshot, at }] of Object.entries(health.sources).sort()) {
+    const age = (now - at) / 1000;
+    const silent = age > SILENT_AFTER_INTERVALS * (snapshot.interval_s || 2);
+    const section = document.createElement("section");
+    section.dataset.source = source;
+    section.dataset.state = silent ? "silent" : "reporting";
+    const title = document.createElement("h3");
+    title.textContent = silent ? `${source} — silent for ${Math.round(age)} s` : source;
+    const sourceRows = Object.entries(snapshot)
+      .filter(([key]) => !NOT_SHOWN.has(key))
+      .map(([key, value]) => [key, healthValue(value)]);
+    section.append(title, healthTable(sourceRows));
+    blocks.push(section);
   }
-  const table = document.createElement("table");
-  for (const [key, value] of rows) {
-    const tr = table.insertRow();
-    tr.insertCell().textContent = key;
-    tr.insertCell().textContent = value;
-  }
-  $("#health").replaceChildren(table);
+  $("#health").replaceChildren(...blocks);
 }
 
 $("#add-camera").addEventListener("submit", (event) => {
@@ -279,5 +309,6 @@ $("#add-camera").addEventListener("submit", (event) => {
   event.target.reset();
 });
 setInterval(() => cameras.forEach(drawTimeline), 5000);
+setInterval(renderHealth, 1000);
 renderHealth();
 connect();
