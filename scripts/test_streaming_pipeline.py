@@ -24,12 +24,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from google.protobuf.message import DecodeError
 
 from riskwatch import events, synthetic
+from riskwatch.bus.kafka import topic_reader
 from riskwatch.config import CommonSettings, load_settings
-from riskwatch.errors import ConfigError
+from riskwatch.errors import ConfigError, Unavailable
 from riskwatch.v1 import events_pb2
 
 # --- synthetic events ----------------------------------------------------------------------------
@@ -158,34 +159,6 @@ def make_producer(bootstrap: str, properties: dict[str, str]) -> Producer:
     )
 
 
-def make_results_consumer(bootstrap: str, properties: dict[str, str], topic: str, from_beginning: bool) -> Consumer:
-    """Reads every partition of `topic` from its current end (or start) without joining a group."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"pipeline-test-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            **properties,
-        }
-    )
-    metadata = consumer.list_topics(topic, timeout=10)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        consumer.close()
-        raise SystemExit(f"topic {topic!r} does not exist on {bootstrap}: run `make topics` first")
-    partitions = []
-    for p in info.partitions:
-        if from_beginning:
-            partitions.append(TopicPartition(topic, p, 0))
-        else:
-            # Pin the current end now, so nothing published after this call can be missed.
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            partitions.append(TopicPartition(topic, p, high if high >= 0 else OFFSET_END))
-    consumer.assign(partitions)
-    return consumer
-
-
 def decode_results(messages: list[Message]) -> list[tuple[float, events_pb2.AssessmentResult]]:
     received = time.time()
     out = []
@@ -238,7 +211,7 @@ def run_producer(args: argparse.Namespace, settings: CommonSettings, bootstrap: 
 
 def run_consumer(args: argparse.Namespace, settings: CommonSettings, bootstrap: str) -> dict[str, Any]:
     topic = settings.kafka.topics.risk_assessment_results.name
-    consumer = make_results_consumer(bootstrap, settings.kafka.client_properties, topic, args.from_beginning)
+    consumer = topic_reader(bootstrap, settings.kafka.client_properties, topic, from_beginning=args.from_beginning)
     outcomes: Counter[str] = Counter()
     cameras: set[str] = set()
     capture_latency: list[float] = []
@@ -272,7 +245,7 @@ def run_consumer(args: argparse.Namespace, settings: CommonSettings, bootstrap: 
 
 def run_e2e(args: argparse.Namespace, settings: CommonSettings, bootstrap: str) -> dict[str, Any]:
     topics = settings.kafka.topics
-    consumer = make_results_consumer(
+    consumer = topic_reader(
         bootstrap, settings.kafka.client_properties, topics.risk_assessment_results.name, from_beginning=False
     )
     producer = make_producer(bootstrap, settings.kafka.client_properties)
@@ -408,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = {"producer": run_producer, "consumer": run_consumer, "e2e": run_e2e}[args.mode]
     try:
         report = runner(args, settings, bootstrap)
-    except KafkaException as exc:
+    except (KafkaException, Unavailable) as exc:
         print(f"Kafka at {bootstrap}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import Consumer as _KafkaConsumer
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
@@ -46,6 +47,36 @@ def wait_for_broker(
         if stop is None:
             threading.Event().wait(backoff)
         backoff = min(backoff * 2, max_backoff_s)
+
+
+def topic_reader(
+    bootstrap_servers: str, properties: dict[str, str], topic: str, *, from_beginning: bool
+) -> _KafkaConsumer:
+    """A plain consumer on every partition of `topic`, from its start or its current end, joining no group
+    (operator tools read without disturbing the stages). Raises Unavailable if the topic does not exist."""
+    consumer = _KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"riskwatch-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": MAX_MESSAGE_BYTES,
+            **properties,
+        }
+    )
+    info = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        consumer.close()
+        raise Unavailable(f"topic {topic!r} does not exist on {bootstrap_servers}: run `make topics` first")
+    partitions = []
+    for p in info.partitions:
+        if from_beginning:
+            partitions.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        else:
+            # Pin the current end now, so nothing published after this call can be missed.
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            partitions.append(TopicPartition(topic, p, high if high >= 0 else OFFSET_END))
+    consumer.assign(partitions)
+    return consumer
 
 
 class KafkaBus(EventBus):
