@@ -9,21 +9,13 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from riskwatch.bus.kafka import MAX_MESSAGE_BYTES, wait_for_broker
-from riskwatch.config import CommonSettings, load_settings
-from riskwatch.errors import ConfigError
+from riskwatch.cli import add_kafka_options, kafka_settings
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config-dir", default=None, help="directory of kafka.yaml (default: config)")
-    parser.add_argument("--bootstrap-servers", default=None, help="override ALGO_KAFKA_BOOTSTRAP_SERVERS")
-    args = parser.parse_args()
-    try:
-        settings = load_settings(CommonSettings, args.config_dir)
-    except ConfigError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    servers = args.bootstrap_servers or settings.bootstrap_servers
+    add_kafka_options(parser)
+    settings, servers = kafka_settings(parser.parse_args())
     wait_for_broker(servers, settings.kafka.client_properties)
     admin = AdminClient({"bootstrap.servers": servers, **settings.kafka.client_properties})
     existing = admin.list_topics(timeout=10).topics

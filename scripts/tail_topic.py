@@ -27,8 +27,9 @@ from google.protobuf.message import Message as ProtoMessage
 
 from riskwatch import events
 from riskwatch.bus.kafka import topic_reader
-from riskwatch.config import CommonSettings, load_settings
-from riskwatch.errors import ConfigError, DecodeError, Unavailable
+from riskwatch.cli import add_kafka_options, kafka_settings
+from riskwatch.config import CommonSettings
+from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.v1 import events_pb2
 
 
@@ -103,20 +104,14 @@ def main() -> int:
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record kept")
     parser.add_argument("--max", type=int, default=None, help="stop after this many records")
     parser.add_argument("--idle", type=float, default=None, help="stop after this many seconds without a record")
-    parser.add_argument("--config-dir", default=None, help="directory of kafka.yaml (default: config)")
-    parser.add_argument("--bootstrap-servers", default=None, help="override ALGO_KAFKA_BOOTSTRAP_SERVERS")
+    add_kafka_options(parser)
     args = parser.parse_args()
-    try:
-        settings = load_settings(CommonSettings, args.config_dir)
-    except ConfigError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings, bootstrap = kafka_settings(args)
     types = message_types(settings)
     dead_letter_of = {settings.kafka.topics.dead_letter(name): name for name in types}
     if args.topic not in types and args.topic not in dead_letter_of:
         print(f"unknown topic {args.topic!r}; one of: {', '.join([*types, *dead_letter_of])}", file=sys.stderr)
         return 2
-    bootstrap = args.bootstrap_servers or settings.bootstrap_servers
     cameras = set(args.camera or [])
     shown = 0
     try:

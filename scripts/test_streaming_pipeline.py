@@ -29,8 +29,9 @@ from google.protobuf.message import DecodeError
 
 from riskwatch import events, synthetic
 from riskwatch.bus.kafka import topic_reader
-from riskwatch.config import CommonSettings, load_settings
-from riskwatch.errors import ConfigError, Unavailable
+from riskwatch.cli import add_kafka_options, kafka_settings
+from riskwatch.config import CommonSettings
+from riskwatch.errors import Unavailable
 from riskwatch.v1 import events_pb2
 
 # --- synthetic events ----------------------------------------------------------------------------
@@ -349,11 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="consumer: seconds to read; e2e: seconds to wait for the last "
         "results after publishing; producer: seconds to wait for acknowledgements (default 30)",
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help="Kafka brokers (default: ALGO_KAFKA_BOOTSTRAP_SERVERS or config/kafka.yaml)",
-    )
     parser.add_argument("--rate", type=float, default=10.0, help="events published per second (default 10)")
     parser.add_argument("--cameras", type=int, default=4, help="synthetic cameras (default 4)")
     parser.add_argument("--groups", type=int, default=2, help="groups per event, one task each (default 2)")
@@ -362,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-ratio", type=float, default=0.95, help="e2e: share of tasks that must get a result (default 0.95)"
     )
     parser.add_argument("--max-p95", type=float, default=None, help="e2e: fail when P95 latency exceeds this (s)")
-    parser.add_argument("--config-dir", default=None, help="directory of kafka.yaml (default: config)")
+    add_kafka_options(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser
 
@@ -372,12 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.cameras < 1 or args.groups < 1 or (args.count is not None and args.count < 1):
         print("--rate must be > 0, --cameras, --groups and --count >= 1", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings(CommonSettings, args.config_dir)
-    except ConfigError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    bootstrap = args.bootstrap_servers or settings.bootstrap_servers
+    settings, bootstrap = kafka_settings(args)
     runner = {"producer": run_producer, "consumer": run_consumer, "e2e": run_e2e}[args.mode]
     try:
         report = runner(args, settings, bootstrap)

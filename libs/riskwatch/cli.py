@@ -1,4 +1,5 @@
-"""The shared `python -m <service>` entry: parse flags, load settings (failing fast), set up logs and metrics, run."""
+"""The shared `python -m <service>` entry (parse flags, load settings failing fast, set up logs and metrics, run),
+and the Kafka options every operator script under scripts/ takes."""
 
 from __future__ import annotations
 
@@ -39,3 +40,22 @@ def main(
     log.info("%s starting (%s mode)", name, "streaming" if settings.enable_kafka_streaming else "embedded")
     asyncio.run(run(settings))
     return 0
+
+
+def add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    """--config-dir and --bootstrap-servers, as every operator script takes them."""
+    parser.add_argument("--config-dir", default=None, help="directory of kafka.yaml (default: config)")
+    parser.add_argument(
+        "--bootstrap-servers", default=None, help="Kafka brokers (default: ALGO_KAFKA_BOOTSTRAP_SERVERS or kafka.yaml)"
+    )
+
+
+def kafka_settings(args: argparse.Namespace) -> tuple[CommonSettings, str]:
+    """The settings of `add_kafka_options`' flags and the brokers to use; exits with status 2, naming the file, field
+    and reason, when the configuration is invalid."""
+    try:
+        settings = load_settings(CommonSettings, args.config_dir)
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    return settings, args.bootstrap_servers or settings.bootstrap_servers
