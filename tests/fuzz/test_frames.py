@@ -150,6 +150,30 @@ def test_png_declaring_any_size_is_checked_before_decoding(real_png: bytes, widt
         decode(data)  # a wrong size in IHDR fails libpng's CRC check, or decodes
 
 
+def _png_chunk_offsets(png: bytes) -> list[int]:
+    offsets, position = [], 8
+    while position + 8 <= len(png):
+        offsets.append(position)
+        position += 12 + struct.unpack(">I", png[position : position + 4])[0]
+    return offsets
+
+
+@fuzz_settings(examples=100)
+@given(data=st.data(), length=st.integers(0, 2**32 - 1))
+@example(data=None, length=0xFC000084)  # `make fuzz`: a 4 GB IDAT in 78 bytes took 4 GB of memory in OpenCV
+def test_png_chunk_declaring_any_length_is_checked_before_decoding(
+    real_png: bytes, data: st.DataObject | None, length: int
+) -> None:
+    offsets = _png_chunk_offsets(real_png)
+    at = offsets[1] if data is None else data.draw(st.sampled_from(offsets), label="chunk")
+    png = real_png[:at] + struct.pack(">I", length) + real_png[at + 4 :]
+    if length > len(png) - at - 12:
+        with pytest.raises(InvalidFrame, match=r"malformed PNG: PNG chunk .* declares \d+ bytes, but only"):
+            decode_image(png, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    else:
+        decode(png)
+
+
 def test_empty_and_oversized_byte_strings_are_invalid_frames(real_jpeg: bytes) -> None:
     with pytest.raises(InvalidFrame, match="empty"):
         decode_image(b"", max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)

@@ -42,6 +42,25 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def png_chunk_overrun(data: bytes) -> str | None:
+    """Why a PNG's chunks do not fit in its bytes (None when each declared length fits).
+
+    OpenCV's PNG reader allocates a chunk's declared length before reading it: 78 bytes declaring a 4 GB IDAT
+    took 4 GB of memory (found by `make fuzz`). Each length must fit in what follows it.
+    """
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        remaining = len(data) - position - 12  # after this chunk's length, type and CRC
+        if length > remaining:
+            return f"PNG chunk {kind!r} at byte {position} declares {length} bytes, but only {max(remaining, 0)} follow"
+        if kind == b"IEND":
+            return None
+        position += 12 + length
+    return None
+
+
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image:
     """A BGR image from JPEG/PNG bytes, or InvalidFrame saying what is wrong with them."""
     if not data:
@@ -61,6 +80,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image:
         raise InvalidFrame(f"image header declares an empty image ({width}x{height})")
     if width * height > max_pixels:
         raise InvalidFrame(f"image is {width}x{height} pixels, over the limit of {max_pixels} pixels")
+    if data.startswith(_PNG_SIGNATURE) and (overrun := png_chunk_overrun(data)) is not None:
+        raise InvalidFrame(f"image is a malformed PNG: {overrun}")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InvalidFrame(f"image is not a decodable JPEG or PNG ({len(data)} bytes, starting {data[:8].hex()})")

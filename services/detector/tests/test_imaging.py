@@ -52,6 +52,16 @@ def test_truncated_png_is_rejected(bus_image: Image) -> None:
         decode_image(data[: len(data) // 3], **LIMITS)
 
 
+def test_a_png_chunk_longer_than_the_data_is_refused_before_opencv_allocates_it() -> None:
+    # Found by `make fuzz`: OpenCV allocated the 4 GB this IDAT declares, for 78 bytes of input.
+    bomb = bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000400000003008020000002e29eb48fc000084494441546805d5c101c8b222cb8a2c2b"
+        "b2acc8b2077da732d12405e9c30000000049454e44b2acc8b2"
+    )
+    with pytest.raises(InvalidFrame, match=r"malformed PNG: PNG chunk b'IDAT' at byte 33 declares 4227858564 bytes"):
+        decode_image(bomb, **LIMITS)
+
+
 def test_crop_has_a_margin_and_its_longest_side_capped(bus_image: Image) -> None:
     height, width = bus_image.shape[:2]
     small = crop_region(bus_image, (100, 100, 200, 300), margin=0.1, max_side=640)
