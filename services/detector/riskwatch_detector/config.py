@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from riskwatch.config import CommonSettings
+from riskwatch_detector import imaging
 
 
 class _Frozen(BaseModel):
@@ -155,9 +156,9 @@ class DetectorConfig(_Frozen):
     tracking: TrackingConfig = TrackingConfig()
     grouping: GroupingConfig = GroupingConfig()
     crop: CropConfig = CropConfig()
-    max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=imaging.MAX_IMAGE_BYTES, ge=1024)
     # Checked from the image header before decoding (guards against decompression bombs).
-    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    max_image_pixels: int = Field(default=imaging.MAX_IMAGE_PIXELS, ge=1024)
 
     @field_validator("input_size")
     @classmethod

@@ -13,9 +13,10 @@ from enum import StrEnum
 from pathlib import Path
 
 import cv2
-import numpy as np
 from cv2.typing import MatLike
 
+from riskwatch.errors import InvalidFrame
+from riskwatch_detector import imaging
 from riskwatch_gateway.config import CameraConfig, SourceKind
 from riskwatch_gateway.messages import redact_source
 
@@ -70,9 +71,11 @@ def make_preview(image: MatLike, options: EncodeOptions) -> bytes:
 
 
 def preview_from_jpeg(data: bytes, options: EncodeOptions) -> bytes | None:
-    """A preview of an already encoded image (pushed frames); None when it cannot be decoded."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+    """A preview of an already encoded image (pushed frames: outside input, decoded with the detector's checks);
+    None when it cannot be decoded."""
+    try:
+        image = imaging.decode_image(data, max_bytes=imaging.MAX_IMAGE_BYTES, max_pixels=imaging.MAX_IMAGE_PIXELS)
+    except InvalidFrame:
         return None
     height, width = image.shape[:2]
     if max(height, width) <= options.preview_max_side:

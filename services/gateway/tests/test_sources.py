@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import struct
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 from websockets.asyncio.client import connect
 
 from riskwatch_gateway.config import CameraConfig
 from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.messages import redact_source
+from riskwatch_gateway.sources import EncodeOptions, preview_from_jpeg
 from riskwatch_gateway.testing import FakeDetector, make_settings, of_type, recv_until, send
 
 
@@ -69,3 +73,15 @@ def test_source_credentials_are_redacted() -> None:
     assert redact_source("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
     assert redact_source("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
     assert redact_source("var/data/vtest.avi") == "var/data/vtest.avi"
+
+
+def test_previews_of_pushed_images_refuse_what_the_detector_refuses() -> None:
+    options = EncodeOptions()
+    small = cv2.imencode(".png", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
+    assert preview_from_jpeg(small, options) == small  # already small enough: sent as it is
+    # 78 bytes whose IDAT declares 4 GB (OpenCV would allocate it), and 24000x2000 pixels in a few kB.
+    chunk_bomb = small[:33] + struct.pack(">I", 0xFC000084) + small[37:]
+    pixel_bomb = cv2.imencode(".png", np.zeros((2000, 24000, 3), np.uint8))[1].tobytes()
+    assert len(pixel_bomb) < 200_000
+    assert preview_from_jpeg(chunk_bomb, options) is None
+    assert preview_from_jpeg(pixel_bomb, options) is None
