@@ -25,5 +25,9 @@ class UnknownCamera(RiskwatchError):
     """A camera id that the gateway does not know."""
 
 
+class BusFailed(RiskwatchError):
+    """The event bus client cannot go on (e.g. a consumer fenced by a newer member with its instance id)."""
+
+
 class Unavailable(RiskwatchError):
     """A dependency (broker, cache, model) cannot be reached right now; retrying later may help."""

@@ -28,7 +28,8 @@ async def connect_bus(settings: CommonSettings) -> EventBus:
         return memory_bus(settings)
     await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
     log.info("Connected to Kafka at %s", settings.bootstrap_servers)
-    return KafkaBus(settings.bootstrap_servers, settings.kafka.client_properties, settings.kafka.consumer_properties)
+    kafka = settings.kafka
+    return KafkaBus(settings.bootstrap_servers, kafka.client_properties, kafka.consumer_properties, kafka.instance_id)
 
 
 def make_cache(settings: CommonSettings) -> Cache:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from riskwatch.bus import InMemoryBus, Outgoing, Record, Stage
 from riskwatch.bus.base import OffsetTracker
-from riskwatch.bus.stage import Handler
-from riskwatch.errors import DecodeError
+from riskwatch.bus.stage import STAGE_FAILED, Handler
+from riskwatch.errors import BusFailed, DecodeError
 
 
 def _record(offset: int, partition: int = 0) -> Record:
@@ -248,3 +250,33 @@ async def test_a_long_embedded_like_run_keeps_a_bounded_number_of_records() -> N
     for topic in ("frames", "tasks", "audit"):
         assert len(bus.records(topic)) <= partitions * retention, topic
     assert len(bus.records("results")) == cameras * frames
+
+
+async def test_a_failing_consume_loop_commits_what_is_done_and_ends_the_process() -> None:
+    """A consumer that cannot go on (here: its third poll fails) must not leave a live process consuming nothing."""
+    bus = InMemoryBus(partitions=1)
+    for i in range(3):
+        await bus.publish("in", "cam", str(i).encode())
+    consumer = bus.consumer("g", ["in"])
+    polls = 0
+    real_poll = consumer.poll
+
+    async def poll(max_records: int = 500, timeout_s: float = 0.5) -> list[Record]:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            raise BusFailed("fenced")
+        return await real_poll(max_records=1, timeout_s=timeout_s)
+
+    consumer.poll = poll  # type: ignore[method-assign]
+
+    async def echo(record: Record) -> list[Outgoing]:
+        return [Outgoing("out", "cam", record.value)]
+
+    stage = Stage("s", bus, consumer, echo, dead_letter_topic=lambda t: t + ".dlq", group="g", commit_interval_s=60)
+    with pytest.raises(SystemExit) as exited:
+        await stage.run()
+    assert exited.value.code == STAGE_FAILED
+    # The two records processed before the failure are published and committed; the third is redelivered.
+    assert [r.value for r in bus.records("out")] == [b"0", b"1"]
+    assert [r.value for r in await bus.consumer("g", ["in"]).poll(timeout_s=0.1)] == [b"2"]

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -254,6 +255,18 @@ class FaultStack(Stack):
         url = f"http://127.0.0.1:{self.ports['llmsim']}/_stats"
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             return dict(await response.json())
+
+
+def start_task_generator(stack: FaultStack, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+    """A task generator of a test's own (its own topics and group in `env`), beside the stack's services."""
+    with (stack.log_dir / log).open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "riskwatch_scheduler", "task-generator"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 # ---- reading topics -----------------------------------------------------------------------------------------------

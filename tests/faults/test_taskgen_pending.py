@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,21 +21,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import CLIENT_LOG, FaultStack, TopicLog, crop_jpeg, detection_event
-from tests.support.stack import REPO
+from tests.faults.harness import CLIENT_LOG, FaultStack, TopicLog, crop_jpeg, detection_event, start_task_generator
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
-
-
-def _start_generator(stack: FaultStack, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-    with (stack.log_dir / log).open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "riskwatch_scheduler", "task-generator"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int:
@@ -68,7 +55,7 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
             "ALGO_TASKGEN__MAX_TASK_AGE_S": "600",
         }
     )
-    generator = _start_generator(stack, env, "probe-task-generator.log")
+    generator = start_task_generator(stack, env, "probe-task-generator.log")
     camera = f"{probe}-cam"
     producer = Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "logger": CLIENT_LOG}
@@ -96,7 +83,7 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
         generator.send_signal(signal.SIGKILL)
         generator.wait(timeout=30)
         env["ALGO_TASKGEN__MIN_GROUP_INTERVAL_S"] = "0"
-        generator = _start_generator(stack, env, "probe-task-generator.log")
+        generator = start_task_generator(stack, env, "probe-task-generator.log")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             await asyncio.to_thread(reader.catch_up)

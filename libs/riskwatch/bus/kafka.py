@@ -15,7 +15,7 @@ from confluent_kafka import Consumer as _KafkaConsumer
 from confluent_kafka.admin import AdminClient
 
 from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
-from riskwatch.errors import Unavailable
+from riskwatch.errors import BusFailed, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,12 @@ class KafkaBus(EventBus):
         bootstrap_servers: str,
         properties: dict[str, str] | None = None,
         consumer_properties: dict[str, str] | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._properties = dict(properties or {})
         self._consumer_properties = {**self._properties, **(consumer_properties or {})}
+        self._instance_id = instance_id
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap_servers,
@@ -132,7 +134,11 @@ class KafkaBus(EventBus):
         await done
 
     def consumer(self, group: str, topics: list[str]) -> Consumer:
-        return KafkaConsumer(self._bootstrap, group, topics, self._consumer_properties)
+        properties = dict(self._consumer_properties)
+        if self._instance_id is not None:
+            # Static membership: a member of `group` known by name, so its restart needs no rebalance.
+            properties["group.instance.id"] = f"{group}.{self._instance_id}"
+        return KafkaConsumer(self._bootstrap, group, topics, properties)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._producer.flush, 30)
@@ -206,6 +212,8 @@ class KafkaConsumer(Consumer):
         for msg in self._fetch(max_records, timeout_s):
             err = msg.error()
             if err is not None:
+                if err.fatal() or err.code() == KafkaError._FATAL:  # librdkafka gave up on this client
+                    raise BusFailed(f"Kafka consumer of group {self._group} failed for good: {err.str()}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("Kafka consumer %s: %s", self._group, err.str())
                 continue

@@ -15,6 +15,8 @@ from riskwatch.telemetry import metrics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Record], Awaitable[Sequence[Outgoing]]]
+# Exit status of a process whose stage loop failed.
+STAGE_FAILED = 3
 
 
 class Stage:
@@ -25,6 +27,10 @@ class Stage:
     - Publishing is retried until it succeeds or the stage stops: the broker coming back is the fix,
       and an unacknowledged record is redelivered after a restart anyway.
     - With `concurrency` > 1 records are processed concurrently; commits stay contiguous per partition.
+    - If the loop itself fails (a bug, or a consumer that cannot go on, e.g. fenced by a newer member with its
+      instance id), the stage drains what it can and the process exits with status STAGE_FAILED: a supervisor
+      restarts it, instead of a process that looks alive and consumes nothing. Uncommitted records are
+      redelivered.
     """
 
     def __init__(
@@ -68,25 +74,41 @@ class Stage:
             await self._runner
 
     async def run(self) -> None:
-        last_commit = time.monotonic()
         try:
-            while not self._stopping.is_set():
-                free = self._concurrency - len(self._tasks)
-                if free == 0:
-                    await self._wait_for_slot()
-                else:
-                    for record in await self._consumer.poll(max_records=free, timeout_s=0.2):
-                        if self._concurrency == 1:
-                            await self._process(record)
-                        else:
-                            task = asyncio.create_task(self._process(record))
-                            self._tasks.add(task)
-                            task.add_done_callback(self._done)
-                if time.monotonic() - last_commit >= self._commit_interval_s:
-                    await self._commit()
-                    last_commit = time.monotonic()
-        finally:
+            await self._loop()
+        except Exception:
+            log.critical(
+                "%s: the consume loop failed; exiting with status %d so the process is restarted",
+                self.name,
+                STAGE_FAILED,
+                exc_info=True,
+            )
+            with contextlib.suppress(Exception):
+                await self._drain()
+            # Out of the event loop and asyncio.run: the process ends rather than lingering without its stage.
+            raise SystemExit(STAGE_FAILED) from None
+        except BaseException:  # cancelled
             await self._drain()
+            raise
+        await self._drain()
+
+    async def _loop(self) -> None:
+        last_commit = time.monotonic()
+        while not self._stopping.is_set():
+            free = self._concurrency - len(self._tasks)
+            if free == 0:
+                await self._wait_for_slot()
+            else:
+                for record in await self._consumer.poll(max_records=free, timeout_s=0.2):
+                    if self._concurrency == 1:
+                        await self._process(record)
+                    else:
+                        task = asyncio.create_task(self._process(record))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._done)
+            if time.monotonic() - last_commit >= self._commit_interval_s:
+                await self._commit()
+                last_commit = time.monotonic()
 
     async def _wait_for_slot(self) -> None:
         self._slot_freed.clear()

@@ -55,3 +55,7 @@ class KafkaConfig(_Frozen):
     # ... and to consumers only. A member that died (kill -9) is noticed after session.timeout.ms; librdkafka's
     # 45 s default would leave its partitions idle that long after a restart.
     consumer_properties: dict[str, str] = {"session.timeout.ms": "10000", "heartbeat.interval.ms": "2000"}
+    # Static group membership (KIP-345): this replica's stable name, unique among the replicas of each stage (e.g.
+    # the host name). A replica restarted under the same name gets its partitions back at once, instead of after
+    # session.timeout.ms. None: dynamic membership.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
