@@ -107,10 +107,13 @@ def main() -> int:
     add_kafka_options(parser)
     args = parser.parse_args()
     settings, bootstrap = kafka_settings(args)
+    if args.max is not None and args.max < 1:
+        print("--max must be at least 1", file=sys.stderr)
+        return 2
     types = message_types(settings)
-    dead_letter_of = {settings.kafka.topics.dead_letter(name): name for name in types}
-    if args.topic not in types and args.topic not in dead_letter_of:
-        print(f"unknown topic {args.topic!r}; one of: {', '.join([*types, *dead_letter_of])}", file=sys.stderr)
+    known = [topic.name for topic in settings.kafka.topics.all()]  # with the dead-letter topics
+    if args.topic not in known:
+        print(f"unknown topic {args.topic!r}; one of: {', '.join(known)}", file=sys.stderr)
         return 2
     cameras = set(args.camera or [])
     shown = 0

@@ -38,7 +38,11 @@ def main(
     logs.configure(settings.log_level, settings.log_json, settings.log_file)
     metrics.serve(settings.metrics_port)
     log.info("%s starting (%s mode)", name, "streaming" if settings.enable_kafka_streaming else "embedded")
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except ConfigError as exc:  # found only once running, e.g. topics missing from the cluster
+        print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,10 +6,11 @@ import asyncio
 import logging
 
 from riskwatch.bus import EventBus, InMemoryBus
-from riskwatch.bus.kafka import KafkaBus, wait_for_broker
+from riskwatch.bus.kafka import KafkaBus, missing_topics, wait_for_broker
 from riskwatch.bus.memory import EMBEDDED_RETENTION_RECORDS
 from riskwatch.cache import Cache, InMemoryCache, RedisCache
 from riskwatch.config import CommonSettings
+from riskwatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,15 @@ async def connect_bus(settings: CommonSettings) -> EventBus:
         return memory_bus(settings)
     await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
     log.info("Connected to Kafka at %s", settings.bootstrap_servers)
+    # A stage publishing to a missing topic would retry forever without acknowledging anything: refuse to start.
     kafka = settings.kafka
+    names = [topic.name for topic in kafka.topics.all()]
+    missing = await asyncio.to_thread(missing_topics, settings.bootstrap_servers, kafka.client_properties, names)
+    if missing:
+        raise ConfigError(
+            f"Kafka at {settings.bootstrap_servers} has no topic {', '.join(missing)} (config/kafka.yaml topics): "
+            "create them with `make topics` (python scripts/init_kafka_topics.py)"
+        )
     return KafkaBus(settings.bootstrap_servers, kafka.client_properties, kafka.consumer_properties, kafka.instance_id)
 
 

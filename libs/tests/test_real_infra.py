@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 
@@ -75,3 +78,28 @@ async def test_redis_cache_values_streams_and_pubsub(redis_prefix: str) -> None:
                 assert await anext(messages) == b"hello"
     finally:
         await cache.close()
+
+
+def test_a_stage_refuses_to_start_without_its_topics(topic_factory: Callable[..., str]) -> None:
+    """Publishing to a missing topic would be retried forever; the service says what to do and exits 2 instead."""
+    present = topic_factory("present", partitions=1)
+    missing = f"never-created-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "ALGO_ENABLE_KAFKA_STREAMING": "true",
+        "ALGO_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "ALGO_METRICS_PORT": "0",
+        "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__NAME": present,
+        "ALGO_KAFKA__TOPICS__TASK_DECISIONS__NAME": missing,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "riskwatch_scheduler", "task-generator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert missing in done.stderr and "make topics" in done.stderr, done.stderr[-2000:]
+    assert f"{present}," not in done.stderr  # only what is missing is named

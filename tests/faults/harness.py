@@ -573,7 +573,8 @@ class Ledger:
 
     @property
     def complete(self) -> bool:
-        return not (self.events_missing or self.undecided or self.tasks_missing or self.tasks_without_result)
+        gaps = (self.events_missing, self.undecided, self.bad_decisions, self.tasks_missing, self.tasks_without_result)
+        return not any(gaps)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -616,6 +617,18 @@ def _records(stack: FaultStack, topic: str, cameras: set[str]) -> Iterable[bytes
             yield value
 
 
+def _supersedes(newer: str, task: str) -> bool:
+    """Whether task id `newer` is a later frame of `task`'s group (what replacing it must mean)."""
+    if "/" not in newer or _group_of(newer) != _group_of(task):
+        return False
+    return _frame_of(newer) > _frame_of(task)
+
+
+def _frame_of(task_id: str) -> int:
+    """The frame of a task id "<camera>:<frame>/<group>"."""
+    return int(task_id.rsplit("/", 1)[0].rsplit(":", 1)[1])
+
+
 def _group_of(task_id: str) -> str:
     """ "<camera>/<group>" of a task id "<camera>:<frame>/<group>"."""
     event_id, group_id = task_id.rsplit("/", 1)
@@ -648,21 +661,25 @@ def account(stack: FaultStack, load: Load) -> Ledger:
     sent: list[str] = []
     for task in load.task_ids:
         decisions = decided.get(task, [])
-        if task in seen_tasks or any(d.decision == events_pb2.DECISION_SENT for d in decisions):
+        # After a crash an event may be decided again; the latest record (one camera, one partition: in order)
+        # is the one that stands. A task on the wire was sent whatever was decided later.
+        latest = decisions[-1] if decisions else None
+        if task in seen_tasks or (latest is not None and latest.decision == events_pb2.DECISION_SENT):
             sent.append(task)
             if task not in seen_tasks:
                 ledger.tasks_missing.append(task)
             continue
-        if not decisions:
+        if latest is None:
             ledger.undecided.append(task)
             continue
-        decision = decisions[0]
-        name = DECISION_NAMES.get(decision.decision)
-        superseded_by_unknown = name == "superseded" and decision.superseded_by not in expected
-        if name is None or not decision.reason or superseded_by_unknown:
-            ledger.bad_decisions.append(f"{task}: {decision}")
+        name = DECISION_NAMES.get(latest.decision)
+        replaced_by = latest.superseded_by
+        if name == "superseded" and not (replaced_by in expected and _supersedes(replaced_by, task)):
+            name = None  # replaced by a task the load never had, of another group, or not later
+        if name is None or not latest.reason:
+            ledger.bad_decisions.append(f"{task}: {latest}")
             continue
-        ledger.decisions[f"{name}:{decision.reason}"] += 1
+        ledger.decisions[f"{name}:{latest.reason}"] += 1
     ledger.tasks_sent = len(sent)
     ledger.groups_never_sent = sorted({_group_of(t) for t in load.task_ids} - {_group_of(t) for t in sent})
 

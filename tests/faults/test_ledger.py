@@ -122,17 +122,33 @@ def test_groups_not_sent_are_accounted_by_their_decision_and_reason() -> None:
 
 def test_groups_without_a_usable_decision_are_unaccounted() -> None:
     stack = _Stack()
-    load, published = _load(["cam-a"], 2)
-    first, second = published
+    load, published = _load(["cam-a"], 3)
+    first, second, third = published
     nowhere = (events_pb2.DECISION_SUPERSEDED, "budget", "cam-a:99/g1")  # replaced by a task that never existed
     stack.put("task-decisions", "cam-a", _decisions(first, g1=nowhere, g2=(events_pb2.DECISION_SKIPPED, "", "")))
-    # Neither event reached detection-results, and the second event's decisions never reached task-decisions.
+    itself = (events_pb2.DECISION_SUPERSEDED, "budget", events.task_id(second.event_id, "g1"))
+    other_group = (events_pb2.DECISION_SUPERSEDED, "budget", events.task_id(third.event_id, "g1"))
+    stack.put("task-decisions", "cam-a", _decisions(second, g1=itself, g2=other_group))
+    # No event reached detection-results, and the third event's decisions never reached task-decisions.
     ledger = _account(stack, load)
-    assert len(ledger.bad_decisions) == 2
-    assert ledger.undecided == [events.task_id(second.event_id, g.group_id) for g in second.groups]
+    assert len(ledger.bad_decisions) == 4
+    assert ledger.undecided == [events.task_id(third.event_id, g.group_id) for g in third.groups]
     assert ledger.groups_never_sent == ["cam-a/g1", "cam-a/g2"]
-    assert ledger.unaccounted == 2 + 2 + 2  # two events missing, two bad decisions, two undecided groups
+    assert ledger.unaccounted == 3 + 4 + 2  # three events missing, four bad decisions, two undecided groups
     assert not ledger.complete
+
+
+def test_the_latest_decision_stands_after_a_redelivery() -> None:
+    """A crash between publishing the decisions and the task: the redelivered event is decided again (late)."""
+    stack = _Stack()
+    load, (event,) = _load(["cam-a"], 1)
+    stack.put("detection-results", "cam-a", event)
+    stack.put("task-decisions", "cam-a", _decisions(event))  # "sent", but the task never reached Kafka
+    late = (events_pb2.DECISION_EXPIRED, "late", "")
+    stack.put("task-decisions", "cam-a", _decisions(event, g1=late, g2=late))
+    ledger = _account(stack, load)
+    assert ledger.unaccounted == 0 and ledger.complete, ledger.summary()
+    assert ledger.decisions == {"expired:late": 2}
 
 
 def test_every_kind_of_loss_is_seen() -> None:

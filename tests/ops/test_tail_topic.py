@@ -86,3 +86,4 @@ def test_decisions_tasks_and_dead_letters_are_readable(topic_factory: Callable[.
 def test_an_unknown_topic_names_the_known_ones() -> None:
     result = tail({}, "no-such-topic", "--max", "1")
     assert result.returncode == 2 and "task-decisions" in result.stderr and "detection-results.dlq" in result.stderr
+    assert "task-decisions.dlq" not in result.stderr  # nothing consumes it, so it has no dead-letter topic

@@ -49,6 +49,12 @@ def wait_for_broker(
         backoff = min(backoff * 2, max_backoff_s)
 
 
+def missing_topics(bootstrap_servers: str, properties: dict[str, str], names: list[str]) -> list[str]:
+    """Those of `names` the cluster does not have (topics are created by scripts/init_kafka_topics.py)."""
+    existing = AdminClient({"bootstrap.servers": bootstrap_servers, **properties}).list_topics(timeout=10).topics
+    return [name for name in names if name not in existing]
+
+
 def topic_reader(
     bootstrap_servers: str, properties: dict[str, str], topic: str, *, from_beginning: bool
 ) -> _KafkaConsumer:
@@ -136,8 +142,9 @@ class KafkaBus(EventBus):
     def consumer(self, group: str, topics: list[str]) -> Consumer:
         properties = dict(self._consumer_properties)
         if self._instance_id is not None:
-            # Static membership: a member of `group` known by name, so its restart needs no rebalance.
-            properties["group.instance.id"] = f"{group}.{self._instance_id}"
+            # Static membership: a member of `group` known by name (unique within the group), so its restart
+            # needs no rebalance.
+            properties["group.instance.id"] = self._instance_id
         return KafkaConsumer(self._bootstrap, group, topics, properties)
 
     async def close(self) -> None:

@@ -127,8 +127,10 @@ class Stage:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=self._drain_timeout_s)
             for task in pending:
                 task.cancel()  # handed back: uncommitted, so redelivered after restart
-        await self._commit()
-        await self._consumer.close()
+        try:
+            await self._commit()
+        finally:
+            await self._consumer.close()  # leaves the group even when the commit failed
         log.info("%s: stopped, offsets committed", self.name)
 
     async def _commit(self) -> None:
@@ -186,19 +188,27 @@ class Stage:
         return Outgoing(topic, key, record.value, headers)
 
     async def _publish_all(self, outputs: Sequence[Outgoing], record: Record) -> None:
+        """Publish every output, retrying only those not yet acknowledged (each a task, an LLM call downstream)."""
         backoff = 0.5
+        pending = list(outputs)
         while True:
-            try:
-                await asyncio.gather(*(self._bus.publish(o.topic, o.key, o.value, o.headers) for o in outputs))
+            outcomes = await asyncio.gather(
+                *(self._bus.publish(o.topic, o.key, o.value, o.headers) for o in pending), return_exceptions=True
+            )
+            failed = [(o, r) for o, r in zip(pending, outcomes, strict=True) if isinstance(r, BaseException)]
+            if not failed:
                 return
-            except Exception as exc:
-                # Retrying re-publishes every output; downstream is idempotent by event/task id.
-                log.warning(
-                    "%s: publishing results of %s failed (%s); retrying in %.1f s",
-                    self.name,
-                    record.where,
-                    exc,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+            for _o, error in failed:
+                if not isinstance(error, Exception):
+                    raise error  # cancelled: the record stays unacknowledged
+            pending = [o for o, _error in failed]
+            log.warning(
+                "%s: publishing %d of the outputs of %s failed (%s); retrying in %.1f s",
+                self.name,
+                len(pending),
+                record.where,
+                failed[0][1],
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)

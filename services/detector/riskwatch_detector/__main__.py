@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import grpc
 
 from riskwatch.bus import EventBus
 from riskwatch.cli import main
-from riskwatch.errors import ConfigError
 from riskwatch.lifecycle import run_until_signalled
 from riskwatch.runtime import connect_bus
 from riskwatch_detector.config import DetectorSettings
@@ -44,12 +42,7 @@ class DetectorApp:
 async def run(settings: DetectorSettings) -> None:
     bus = await connect_bus(settings)
     try:
-        try:
-            app = DetectorApp(settings, bus)
-        except ConfigError as exc:
-            print(f"riskwatch_detector: invalid configuration:\n{exc}", file=sys.stderr)
-            raise SystemExit(2) from exc
-        await run_until_signalled(app)
+        await run_until_signalled(DetectorApp(settings, bus))  # a ConfigError (model file, ...) ends in status 2
     finally:
         await bus.close()
 

@@ -150,7 +150,8 @@ class TaskGenerator:
         outcomes = self.observe_event(event)
         queued = [o for o in outcomes if isinstance(o, PendingTask)]
         for item in queued:
-            item.resolution = loop.create_future()
+            if item.resolution is None:  # a redelivered copy of the event shares the first copy's
+                item.resolution = loop.create_future()
         self.release()
         resolved = iter(await asyncio.gather(*(item.resolution for item in queued if item.resolution is not None)))
         decisions = events_pb2.TaskDecisions(
@@ -229,6 +230,11 @@ class TaskGenerator:
                 not_before=not_before,
                 observation=seen,
             )
+            waiting = self._queue.get(event.camera_id, group.group_id)
+            if waiting is not None and waiting.task.task_id == item.task.task_id:
+                # The same event again (redelivered while its first copy waits): both copies share that task.
+                outcomes.append(waiting)
+                continue
             superseded = self._queue.put(item, now)
             outcomes.append(item)
             if superseded is not None:

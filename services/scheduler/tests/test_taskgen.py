@@ -442,3 +442,24 @@ def test_a_zone_outside_the_unit_square_fails_naming_the_file_and_field(tmp_path
     with pytest.raises(ConfigError) as exc:
         load_settings(SchedulerSettings, tmp_path)
     assert "taskgen.yaml" in str(exc.value) and "cameras.cam-1.zones[0].polygon" in str(exc.value)
+
+
+async def test_a_redelivered_copy_of_a_waiting_event_shares_its_task_instead_of_replacing_it() -> None:
+    clock = Clock()
+    gen = generator(clock, min_group_interval_s=5.0, max_task_age_s=60)
+    topics = SchedulerSettings().kafka.topics
+    gen.observe_event(event(0, [group("g1", [1, 2])]))
+    assert len(sent(gen)) == 1  # g1 known; its next change waits out the 5 s interval
+    changed = event(1, [group("g1", [3, 4])]).SerializeToString()
+    first = asyncio.create_task(gen.handle(Record(topics.detection_results.name, 0, 1, b"cam-1", changed)))
+    await asyncio.sleep(0)
+    again = asyncio.create_task(gen.handle(Record(topics.detection_results.name, 0, 1, b"cam-1", changed)))
+    await asyncio.sleep(0.05)
+    assert not first.done() and not again.done() and gen.pending == 1
+    clock.now = T0 + 5.0
+    gen.release()
+    for out in (await first, await again):
+        (decisions,) = [o for o in out if o.topic == topics.task_decisions.name]
+        (decision,) = events_pb2.TaskDecisions.FromString(decisions.value).groups
+        assert (decision.decision, decision.reason) == (events_pb2.DECISION_SENT, "membership")
+    assert not gen.skipped  # nothing was counted as superseded by itself
