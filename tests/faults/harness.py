@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 from riskwatch import events, synthetic
 from riskwatch.cache import RedisCache, keys
 from riskwatch.v1 import events_pb2
-from tests.support.stack import CONSUMED_TOPICS, REPO, Stack, free_port, wait_for_port
+from tests.support.stack import CONSUMED_TOPICS, REPO, Stack, free_port, init_topics, topic_field, wait_for_port
 
 INFRA_SCRIPT = REPO / "deploy" / "local" / "infra.sh"
 KEYS = 10
@@ -255,6 +255,18 @@ class FaultStack(Stack):
         url = f"http://127.0.0.1:{self.ports['llmsim']}/_stats"
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             return dict(await response.json())
+
+
+def probe_env(stack: FaultStack, probe: str) -> dict[str, str]:
+    """The environment of a task generator of a test's own: its own single-partition topics (created here, with
+    their dead-letter topics) and group; the stack's task-decisions topic."""
+    env = stack.env()
+    for topic in CONSUMED_TOPICS:
+        env[f"ALGO_KAFKA__TOPICS__{topic_field(topic)}__NAME"] = f"{probe}-{topic}"
+        env[f"ALGO_KAFKA__TOPICS__{topic_field(topic)}__PARTITIONS"] = "1"
+    env["ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR"] = f"{probe}-taskgen"
+    init_topics(env)
+    return env
 
 
 def start_task_generator(stack: FaultStack, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:

@@ -16,12 +16,19 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from riskwatch import events
 from riskwatch.bus.stage import STAGE_FAILED
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import CLIENT_LOG, FaultStack, TopicLog, crop_jpeg, detection_event, start_task_generator
+from tests.faults.harness import (
+    CLIENT_LOG,
+    FaultStack,
+    TopicLog,
+    crop_jpeg,
+    detection_event,
+    probe_env,
+    start_task_generator,
+)
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 
@@ -32,18 +39,10 @@ KILL_AT_S = 3.0
 
 def generator_env(stack: FaultStack, probe: str, instance_id: str | None) -> tuple[dict[str, str], dict[str, str]]:
     """The environment of a task generator with topics (created here) and a group of its own; and the topics."""
-    assert stack.infra is not None
-    topics = {"events": f"{probe}-events", "tasks": f"{probe}-tasks", "results": f"{probe}-results"}
-    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()]).values():
-        future.result(timeout=30)
-    env = stack.env()
+    topics = {"events": f"{probe}-detection-results", "tasks": f"{probe}-assessment-tasks"}
+    env = probe_env(stack, probe)
     env.update(
         {
-            "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__NAME": topics["events"],
-            "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__NAME": topics["tasks"],
-            "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__NAME": topics["results"],
-            "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": f"{probe}-taskgen",
             "ALGO_KAFKA__CONSUMER_PROPERTIES": json.dumps(
                 {"session.timeout.ms": str(int(SESSION_TIMEOUT_S * 1000)), "heartbeat.interval.ms": "1000"}
             ),

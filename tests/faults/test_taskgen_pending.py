@@ -17,11 +17,18 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import CLIENT_LOG, FaultStack, TopicLog, crop_jpeg, detection_event, start_task_generator
+from tests.faults.harness import (
+    CLIENT_LOG,
+    FaultStack,
+    TopicLog,
+    crop_jpeg,
+    detection_event,
+    probe_env,
+    start_task_generator,
+)
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 
@@ -38,18 +45,11 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
     assert stack.infra is not None
     bootstrap = stack.infra.bootstrap
     probe = f"probe-{stack.run_id}"
-    topics = {"events": f"{probe}-events", "tasks": f"{probe}-tasks", "results": f"{probe}-results"}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()]).values():
-        future.result(timeout=30)
+    topics = {"events": f"{probe}-detection-results", "tasks": f"{probe}-assessment-tasks"}
     group = f"{probe}-taskgen"
-    env = stack.env()
+    env = probe_env(stack, probe)
     env.update(
         {
-            "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__NAME": topics["events"],
-            "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__NAME": topics["tasks"],
-            "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__NAME": topics["results"],
-            "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": group,
             "ALGO_TASKGEN__MIN_GROUP_INTERVAL_S": "30",
             # Frame 4 waits out the interval, then is redelivered after the crash: neither may expire it.
             "ALGO_TASKGEN__MAX_TASK_AGE_S": "600",

@@ -27,6 +27,12 @@ def topic_field(topic: str) -> str:
     return topic.upper().replace("-", "_")
 
 
+def init_topics(env: dict[str, str]) -> None:
+    """Create the topics (and dead-letter topics) that `env`'s configuration names, as an operator would."""
+    script = [sys.executable, "scripts/init_kafka_topics.py"]
+    subprocess.run(script, cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,14 +110,7 @@ class Stack:
         return env
 
     def init_topics(self) -> None:
-        subprocess.run(
-            [sys.executable, "scripts/init_kafka_topics.py"],
-            cwd=REPO,
-            env=self.env(),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        init_topics(self.env())
 
     def start(self, name: str, *args: str, port: str | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
