@@ -38,7 +38,16 @@ from tests.bench import measure, replay
 from tests.bench.benchstack import BenchStack
 from tests.bench.report import write_report
 from tests.bench.wsclient import WsRecorderProcess
-from tests.support.stack import BOOTSTRAP, CONSUMED_TOPICS, REPO, VIDEO, wait_for_port
+from tests.support.stack import (
+    BOOTSTRAP,
+    CONSUMED_TOPICS,
+    REPO,
+    TOPICS,
+    VIDEO,
+    topic_field,
+    wait_for_port,
+    write_sim_api_keys,
+)
 
 KEYS = 10
 QPS = 10
@@ -54,35 +63,17 @@ class Assets:
     schedule: replay.Schedule
 
 
-def write_api_keys(path: Path, port: int) -> None:
-    lines = [f"default_base_url: http://127.0.0.1:{port}/v1", "selection_strategy: least_loaded", "keys:"]
-    lines += [
-        f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: {QPS}, rpm_limit: {QPS * 60}}}"
-        for i in range(1, KEYS + 1)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def start_stack(mode: str, label: str) -> BenchStack:
     stack = BenchStack(log_dir=OUT_DIR / "logs" / f"system-{label}")
     if stack.log_dir.exists():
         shutil.rmtree(stack.log_dir)
     keys_file = stack.log_dir / "api_keys.yaml"
-    stack.log_dir.mkdir(parents=True, exist_ok=True)
-    write_api_keys(keys_file, stack.ports["llmsim"])
-    stack.extra_env.update(
-        {
-            "ALGO_API_KEYS_FILE": str(keys_file),
-            "ALGO_LOG_LEVEL": "WARNING",
-            # As deployed (config/kafka.yaml), not the 4 partitions of the end-to-end tests.
-            "ALGO_KAFKA__TOPICS__DETECTION_RESULTS__PARTITIONS": "16",
-            "ALGO_KAFKA__TOPICS__ASSESSMENT_TASKS__PARTITIONS": "16",
-            "ALGO_KAFKA__TOPICS__RISK_ASSESSMENT_RESULTS__PARTITIONS": "16",
-        }
-    )
+    labels = write_sim_api_keys(keys_file, stack.ports["llmsim"], keys=KEYS, qps=QPS)
+    stack.extra_env.update({"ALGO_API_KEYS_FILE": str(keys_file), "ALGO_LOG_LEVEL": "WARNING"})
+    # As deployed (config/kafka.yaml), not the 4 partitions of the end-to-end tests.
+    stack.extra_env.update({f"ALGO_KAFKA__TOPICS__{topic_field(t)}__PARTITIONS": "16" for t in TOPICS})
     stack.init_topics()
     port = str(stack.ports["llmsim"])
-    labels = ",".join(f"key-{i:03d}=sim-key-{i:03d}" for i in range(1, KEYS + 1))
     sim_args = ["--port", port, "--latency-median", str(LLM_MEDIAN_S), "--qps", str(QPS), "--rpm", str(QPS * 60)]
     sim_args += ["--keys", labels]
     stack.start("llmsim", "riskwatch_llmsim", *sim_args, "--log-level", "WARNING", port="llmsim")

@@ -36,7 +36,16 @@ from confluent_kafka.admin import AdminClient
 from riskwatch import events, synthetic
 from riskwatch.cache import RedisCache, keys
 from riskwatch.v1 import events_pb2
-from tests.support.stack import CONSUMED_TOPICS, REPO, Stack, free_port, init_topics, topic_field, wait_for_port
+from tests.support.stack import (
+    CONSUMED_TOPICS,
+    REPO,
+    Stack,
+    free_port,
+    init_topics,
+    topic_field,
+    wait_for_port,
+    write_sim_api_keys,
+)
 
 INFRA_SCRIPT = REPO / "deploy" / "local" / "infra.sh"
 KEYS = 10
@@ -155,30 +164,19 @@ class FaultStack(Stack):
         env.update(self.extra_env)
         return env
 
-    def write_api_keys(self) -> None:
-        self.keys_file = self.log_dir / "api_keys.yaml"
-        lines = [
-            f"default_base_url: http://127.0.0.1:{self.ports['llmsim']}/v1",
-            "default_model: riskwatch-sim-vl",
-            "selection_strategy: least_loaded",
-            "cooling: {min_cooldown: 0.5, max_cooldown: 5.0}",
-            # The simulator's timeout fault hangs; give up soon and fail over instead of waiting 30 s.
-            "request_timeout_s: 2.0",
-            "keys:",
-        ]
-        lines += [
-            f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: 10, rpm_limit: 600}}"
-            for i in range(1, KEYS + 1)
-        ]
-        self.keys_file.write_text("\n".join(lines) + "\n")
-
     def start_services(self) -> None:
         for old in self.log_dir.glob("*.log"):
             old.unlink()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.write_api_keys()
+        self.keys_file = self.log_dir / "api_keys.yaml"
+        settings = [
+            "default_model: riskwatch-sim-vl",
+            "cooling: {min_cooldown: 0.5, max_cooldown: 5.0}",
+            # The simulator's timeout fault hangs; give up soon and fail over instead of waiting 30 s.
+            "request_timeout_s: 2.0",
+        ]
+        sim_keys = write_sim_api_keys(self.keys_file, self.ports["llmsim"], keys=KEYS, qps=10, settings=settings)
         self.init_topics()
-        sim_keys = ",".join(f"key-{i:03d}=sim-key-{i:03d}" for i in range(1, KEYS + 1))
         self.start(
             "llmsim",
             "riskwatch_llmsim",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,20 @@ def init_topics(env: dict[str, str]) -> None:
     """Create the topics (and dead-letter topics) that `env`'s configuration names, as an operator would."""
     script = [sys.executable, "scripts/init_kafka_topics.py"]
     subprocess.run(script, cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+
+
+def write_sim_api_keys(path: Path, llmsim_port: int, *, keys: int, qps: int, settings: Sequence[str] = ()) -> str:
+    """An api_keys.yaml of `keys` keys for the LLM simulator on `llmsim_port`, `qps` calls/s each (plus top-level
+    `settings` lines); returns the simulator's `--keys` argument that accepts exactly those keys."""
+    lines = [f"default_base_url: http://127.0.0.1:{llmsim_port}/v1", "selection_strategy: least_loaded", *settings]
+    lines.append("keys:")
+    lines += [
+        f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: {qps}, rpm_limit: {qps * 60}}}"
+        for i in range(1, keys + 1)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return ",".join(f"key-{i:03d}=sim-key-{i:03d}" for i in range(1, keys + 1))
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from riskwatch import events
 from riskwatch.bus.kafka import KafkaBus
 from riskwatch.v1 import events_pb2
 from riskwatch_llmsim.testing import SAMPLE_JPEG
-from tests.support.stack import BOOTSTRAP, REPO, Stack
+from tests.support.stack import BOOTSTRAP, REPO, Stack, write_sim_api_keys
 
 KEYS = 10
 QPS = 10
@@ -38,15 +38,6 @@ def cpu_seconds(pid: int) -> float:
 def stats(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as reply:
         return dict(json.load(reply))
-
-
-def write_api_keys(path: Path, port: int) -> None:
-    lines = [f"default_base_url: http://127.0.0.1:{port}/v1", "selection_strategy: least_loaded", "keys:"]
-    lines += [
-        f"  - {{id: key-{i:03d}, api_key: sim-key-{i:03d}, qps_limit: {QPS}, rpm_limit: {QPS * 60}}}"
-        for i in range(1, KEYS + 1)
-    ]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def task(i: int, camera: str) -> events_pb2.AssessmentTask:
@@ -115,8 +106,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack = Stack(log_dir=REPO / "bench-results" / "logs" / "scheduler")
     keys_file = stack.log_dir / "api_keys.yaml"
-    stack.log_dir.mkdir(parents=True, exist_ok=True)
-    write_api_keys(keys_file, stack.ports["llmsim"])
+    write_sim_api_keys(keys_file, stack.ports["llmsim"], keys=KEYS, qps=QPS)
     stack.extra_env.update({"ALGO_API_KEYS_FILE": str(keys_file), "ALGO_LOG_LEVEL": "WARNING"})
     stack.init_topics()
     stack.start(
