@@ -16,9 +16,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     add_kafka_options(parser)
     settings, servers = kafka_settings(parser.parse_args())
-    wait_for_broker(servers, settings.kafka.client_properties)
+    existing = wait_for_broker(servers, settings.kafka.client_properties)
     admin = AdminClient({"bootstrap.servers": servers, **settings.kafka.client_properties})
-    existing = admin.list_topics(timeout=10).topics
     wanted = settings.kafka.topics.all()
     new = [
         NewTopic(

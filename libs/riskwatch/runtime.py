@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from riskwatch.bus import EventBus, InMemoryBus
-from riskwatch.bus.kafka import KafkaBus, missing_topics, wait_for_broker
+from riskwatch.bus.kafka import KafkaBus, wait_for_broker
 from riskwatch.bus.memory import EMBEDDED_RETENTION_RECORDS
 from riskwatch.cache import Cache, InMemoryCache, RedisCache
 from riskwatch.config import CommonSettings
@@ -27,12 +27,11 @@ async def connect_bus(settings: CommonSettings) -> EventBus:
     """The Kafka bus once the broker answers (waiting with backoff), or an in-memory bus when embedded."""
     if not settings.enable_kafka_streaming:
         return memory_bus(settings)
-    await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, settings.kafka.client_properties)
+    kafka = settings.kafka
+    existing = await asyncio.to_thread(wait_for_broker, settings.bootstrap_servers, kafka.client_properties)
     log.info("Connected to Kafka at %s", settings.bootstrap_servers)
     # A stage publishing to a missing topic would retry forever without acknowledging anything: refuse to start.
-    kafka = settings.kafka
-    names = [topic.name for topic in kafka.topics.all()]
-    missing = await asyncio.to_thread(missing_topics, settings.bootstrap_servers, kafka.client_properties, names)
+    missing = [topic.name for topic in kafka.topics.all() if topic.name not in existing]
     if missing:
         raise ConfigError(
             f"Kafka at {settings.bootstrap_servers} has no topic {', '.join(missing)} (config/kafka.yaml topics): "

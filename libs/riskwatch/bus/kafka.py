@@ -25,14 +25,14 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 def wait_for_broker(
     bootstrap_servers: str, properties: dict[str, str], stop: threading.Event | None = None, max_backoff_s: float = 30.0
-) -> None:
-    """Block until the cluster answers a metadata request, logging each failed attempt and the next retry."""
+) -> dict[str, Any]:
+    """Block until the cluster answers a metadata request, logging each failed attempt and the next retry; the
+    cluster's topics by name (confluent_kafka TopicMetadata)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **properties})
     backoff = 1.0
     while True:
         try:
-            admin.list_topics(timeout=5)
-            return
+            return dict(admin.list_topics(timeout=5).topics)
         except KafkaException as exc:
             if stop is not None and stop.is_set():
                 raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable ({exc})") from exc
@@ -47,12 +47,6 @@ def wait_for_broker(
         if stop is None:
             threading.Event().wait(backoff)
         backoff = min(backoff * 2, max_backoff_s)
-
-
-def missing_topics(bootstrap_servers: str, properties: dict[str, str], names: list[str]) -> list[str]:
-    """Those of `names` the cluster does not have (topics are created by scripts/init_kafka_topics.py)."""
-    existing = AdminClient({"bootstrap.servers": bootstrap_servers, **properties}).list_topics(timeout=10).topics
-    return [name for name in names if name not in existing]
 
 
 def topic_reader(
