@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from riskwatch.errors import InvalidFrame, RiskwatchError, UnknownCamera
+from riskwatch.errors import CameraExists, InvalidFrame, InvalidRequest, NotPushCamera, UnknownCamera
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
@@ -32,16 +32,8 @@ _STATUS = {
 FPS_WINDOW_S = 5.0
 
 
-class CameraExists(RiskwatchError):
-    """A camera with this id is already registered."""
-
-
-class InvalidCamera(RiskwatchError):
+class InvalidCamera(InvalidRequest):
     """A camera definition that does not validate (bad id, source or fps)."""
-
-
-class NotPushCamera(RiskwatchError):
-    """Frames were pushed for a camera that reads its own source."""
 
 
 class LatestFrame:

@@ -11,9 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from riskwatch.errors import DecodeError, RiskwatchError, Unavailable, UnknownCamera
+from riskwatch.errors import CameraExists, DecodeError, NotPushCamera, RiskwatchError, Unavailable, UnknownCamera
 from riskwatch.v1 import gateway_pb2, gateway_pb2_grpc
-from riskwatch_gateway.cameras import CameraExists, InvalidCamera, NotPushCamera
+from riskwatch_gateway.cameras import InvalidCamera
 from riskwatch_gateway.config import GatewayConfig
 
 GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name

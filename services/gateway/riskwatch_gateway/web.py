@@ -21,11 +21,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from riskwatch.errors import RiskwatchError, UnknownCamera
+from riskwatch.errors import CameraExists, RiskwatchError, UnknownCamera
 from riskwatch.v1 import gateway_pb2_grpc
 from riskwatch_gateway import messages, metrics
 from riskwatch_gateway.access import Access
-from riskwatch_gateway.cameras import CameraExists, CameraRegistry, InvalidCamera, parse_camera
+from riskwatch_gateway.cameras import CameraRegistry, InvalidCamera, parse_camera
 from riskwatch_gateway.config import GatewayConfig
 from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, Update, UpdateKind, reply
 from riskwatch_gateway.grpcweb import grpc_web_app
