@@ -28,7 +28,6 @@ class CameraTracker:
             minimum_iou_threshold=config.minimum_iou,
             high_conf_det_threshold=config.high_conf_threshold,
         )
-        self.last_seen = 0.0
 
     def update(self, detections: RawDetections, capture_time_s: float | None) -> TrackIds:
         """Track ids for `detections`, in their order. `capture_time_s` drives the motion model when known."""
