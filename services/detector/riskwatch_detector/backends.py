@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from riskwatch.errors import ConfigError
 from riskwatch_detector.config import BackendName, DetectorConfig, OnnxOptions
-from riskwatch_detector.imaging import Image
+from riskwatch.imaging import Image
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from riskwatch.config import CommonSettings
-from riskwatch_detector import imaging
+from riskwatch import imaging
 
 
 class _Frozen(BaseModel):

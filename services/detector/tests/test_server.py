@@ -19,7 +19,7 @@ from riskwatch.bus import InMemoryBus
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
 from riskwatch_detector.backends import Backend
 from riskwatch_detector.config import DetectorConfig, DetectorSettings
-from riskwatch_detector.imaging import Image, encode_jpeg
+from riskwatch.imaging import Image, encode_jpeg
 from riskwatch_detector.server import SERVICE_NAME, create_server, set_serving
 from riskwatch_detector.service import Detector
 

@@ -20,7 +20,7 @@ from riskwatch.errors import InvalidFrame, Unavailable
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector.backends import Backend, RawDetections
 from riskwatch_detector.config import DetectorConfig, GroupingConfig
-from riskwatch_detector.imaging import Image, encode_jpeg
+from riskwatch.imaging import Image, encode_jpeg
 from riskwatch_detector.service import Detector
 from riskwatch_detector.testing import ScriptedBackend, scene_png
 

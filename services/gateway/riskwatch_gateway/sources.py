@@ -16,7 +16,7 @@ import cv2
 from cv2.typing import MatLike
 
 from riskwatch.errors import InvalidFrame
-from riskwatch_detector import imaging
+from riskwatch import imaging
 from riskwatch_gateway.config import CameraConfig, SourceKind
 from riskwatch_gateway.messages import redact_source
 
