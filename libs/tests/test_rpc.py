@@ -1,4 +1,4 @@
-"""The shared gRPC server: errors become their table's status on unary and streaming calls; health follows set_serving."""
+"""The shared gRPC server: errors get their table's status on unary and streaming calls; health follows set_serving."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The detector's gRPC server: DetectorService on the shared recipe (riskwatch.rpc: health, reflection, error mapping)."""
+"""The detector's gRPC server: DetectorService on the shared recipe (riskwatch.rpc: health, reflection, errors)."""
 
 from __future__ import annotations
 
