@@ -14,7 +14,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 up: install proto models ## Run the whole system embedded in one process on the sample video (no Kafka/Redis needed)
-	$(PY) python -m riskwatch_gateway
+	$(PY) python -m riskwatch_embedded
 
 up-streaming: install proto models infra-up topics ## Start Kafka, Redis and every service as its own process
 	bash scripts/start_streaming_services.sh --all

@@ -9,8 +9,8 @@ import pytest
 
 from riskwatch.config import load_settings
 from riskwatch.v1 import events_pb2
+from riskwatch_embedded.app import EmbeddedSystem
 from riskwatch_gateway.config import GatewaySettings
-from riskwatch_gateway.embedded import EmbeddedSystem
 from tests.support.clients import WsRecorder, add_push_camera, get_state, push_frames
 from tests.support.frames import video_frames
 from tests.support.stack import REPO, VIDEO, free_port

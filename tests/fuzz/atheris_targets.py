@@ -25,7 +25,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # cv2 logs every undecodable i
 with atheris.instrument_imports():
     import riskwatch.config.loader as config_loader
     import riskwatch_llmsim.protocol as llmsim_protocol
-    from riskwatch_detector import imaging
+    from riskwatch import imaging
     from riskwatch_scheduler import keys_config, prompt, scheduler, taskgen
 
 from riskwatch.bus import Record

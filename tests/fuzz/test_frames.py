@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from riskwatch.bus import InMemoryBus
 from riskwatch.errors import InvalidFrame
+from riskwatch.imaging import decode_image, header_size
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
 from riskwatch_detector.config import DetectorConfig, DetectorSettings, GroupingConfig
-from riskwatch_detector.imaging import decode_image, header_size
 from riskwatch_detector.server import create_server, set_serving
 from riskwatch_detector.service import Detector
 from riskwatch_detector.testing import ScriptedBackend, scene_png

@@ -15,8 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from riskwatch.cache import InMemoryCache
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.testing import FakeDetector, make_settings
 from tests.fuzz.support import fuzz_settings, json_values, tricky_text
 
@@ -34,8 +34,8 @@ SAFE_SOURCES = ["push", "/nonexistent/fuzz.avi", "", "device:x", "device:", "rts
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    gateway = Gateway(make_settings([CameraConfig(id="cam-01", source="push")]), FakeDetector(), InMemoryCache())
+async def gateway() -> AsyncIterator[GatewayApp]:
+    gateway = GatewayApp(make_settings([CameraConfig(id="cam-01", source="push")]), FakeDetector(), InMemoryCache())
     await gateway.start()
     await asyncio.wait_for(gateway.feed.subscribed.wait(), 5)
     try:
@@ -45,7 +45,7 @@ async def gateway() -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture
-async def ws(gateway: Gateway) -> AsyncIterator[ClientConnection]:
+async def ws(gateway: GatewayApp) -> AsyncIterator[ClientConnection]:
     async with connect(f"ws://127.0.0.1:{gateway.http_port}/ws", max_size=None) as connection:
         yield connection
 
@@ -151,7 +151,7 @@ async def test_deeply_nested_json_gets_an_error_and_the_connection_stays_up(ws: 
     assert [r["type"] for r in replies] == ["error"]
 
 
-async def test_invalid_utf8_text_frames_close_only_that_connection(gateway: Gateway, ws: ClientConnection) -> None:
+async def test_invalid_utf8_text_frames_close_only_that_connection(gateway: GatewayApp, ws: ClientConnection) -> None:
     """RFC 6455 8.1: a text frame that is not UTF-8 fails the connection (1007); the gateway serves on."""
     await ws.send(b'{"type": "ping", "x": "\xff\xfe"}', text=True)
     with pytest.raises(ConnectionClosed) as closed:
@@ -164,7 +164,7 @@ async def test_invalid_utf8_text_frames_close_only_that_connection(gateway: Gate
 
 
 async def test_a_message_over_the_size_limit_closes_only_that_connection(
-    gateway: Gateway, ws: ClientConnection
+    gateway: GatewayApp, ws: ClientConnection
 ) -> None:
     """Messages over 1 MiB (uvicorn ws_max_size) close the connection with 1009; the gateway serves on."""
     await ws.send(json.dumps({"type": "ping", "request_id": "x" * (1024 * 1024 + 1)}))

@@ -2,6 +2,8 @@
 
 # Pub/sub channel carrying every CameraRiskState change (protobuf bytes).
 RISK_STATE_CHANNEL = "risk-state"
+# Pub/sub channel carrying each alert once it is appended to its camera's alert stream (AssessmentResult bytes).
+ALERTS_CHANNEL = "alerts"
 # Pub/sub channel carrying the key pool and consumer health snapshots (JSON) for the dashboard.
 HEALTH_CHANNEL = "health"
 

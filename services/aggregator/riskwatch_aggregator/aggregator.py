@@ -12,9 +12,10 @@ Restore: a camera's first result is not applied until its persisted state has be
 writer task, which retries while Redis is down), so a restart continues from the stored state and its
 version instead of overwriting it with a fresh one.
 
-Push: state is SET (with TTL) before it is PUBLISHED, so a client that reads the key and then subscribes
-misses nothing. While Redis is down, changes of one camera coalesce; its latest state is written and
-published when Redis is back (alerts are appended one by one, none dropped).
+Push: state is SET (with TTL) before it is PUBLISHED on the risk-state channel, and each new alert is
+appended to its camera's stream before it is PUBLISHED on the alerts channel, so a client that reads and
+then subscribes misses nothing. While Redis is down, changes of one camera coalesce; its latest state is
+written and published when Redis is back (alerts are appended and published one by one, none dropped).
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ class Aggregator:
                     await self._cache.stream_add(
                         keys.camera_alerts(camera_id), alerts[0], self._redis.alert_history_len
                     )
+                    # Appended before published, like the state: a reader that reads the tail, then listens,
+                    # misses none. The gateway forwards exactly these pushes; it does not re-read the stream.
+                    await self._cache.publish(keys.ALERTS_CHANNEL, alerts[0])
                 alerts.pop(0)
             state = self._book.get(camera_id)
             seq = self._seq[camera_id]

@@ -275,6 +275,42 @@ async def test_a_crash_after_the_alert_but_before_the_state_does_not_duplicate_t
     assert [events_pb2.AssessmentResult.FromString(a).task_id for a in stream] == [alert.task_id]
 
 
+async def test_each_new_alert_is_published_once_after_it_is_in_the_stream(
+    aggregator: Aggregator, cache: FlakyCache
+) -> None:
+    pushed: list[tuple[str, list[str]]] = []
+    async with cache.subscribe(keys.ALERTS_CHANNEL) as messages:
+
+        async def watch() -> None:
+            async for data in messages:
+                stream = await cache.stream_tail(keys.camera_alerts("cam-1"), 100)
+                tail = [events_pb2.AssessmentResult.FromString(a).task_id for a in stream]
+                pushed.append((events_pb2.AssessmentResult.FromString(data).task_id, tail))
+
+        watcher = asyncio.create_task(watch())
+        first, second = result(1, HIGH), result(2, LOW, group="g2")
+        await feed(aggregator, first, result(1, HIGH), second, result(3, NONE, group="g3"))
+        await asyncio.sleep(0.01)
+        watcher.cancel()
+    # The redelivered result and the verdict of no risk push nothing; each push is already in the stream.
+    assert [task_id for task_id, _ in pushed] == [first.task_id, second.task_id]
+    assert all(task_id in tail for task_id, tail in pushed)
+
+
+async def test_an_alert_already_in_the_stream_after_a_crash_is_not_published_again(cache: FlakyCache) -> None:
+    alert = result(1, HIGH)
+    await cache.stream_add(keys.camera_alerts("cam-1"), alert.SerializeToString(), 100)
+    restarted = Aggregator(settings(), cache)
+    await restarted.start()
+    try:
+        async with cache.subscribe(keys.ALERTS_CHANNEL) as messages:
+            await feed(restarted, alert)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(messages), 0.2)
+    finally:
+        await restarted.stop()
+
+
 # ---- degradation ---------------------------------------------------------------------------------
 
 

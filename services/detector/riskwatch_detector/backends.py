@@ -18,8 +18,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from riskwatch.errors import ConfigError
+from riskwatch.imaging import Image
 from riskwatch_detector.config import BackendName, DetectorConfig, OnnxOptions
-from riskwatch_detector.imaging import Image
 
 log = logging.getLogger(__name__)
 

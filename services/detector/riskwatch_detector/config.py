@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from riskwatch import imaging
 from riskwatch.config import CommonSettings
-from riskwatch_detector import imaging
 
 
 class _Frozen(BaseModel):

@@ -13,13 +13,13 @@ import numpy as np
 from riskwatch import events
 from riskwatch.bus import EventBus
 from riskwatch.errors import FrameDropped, InvalidFrame, Unavailable
+from riskwatch.imaging import Image, crop_region, decode_image, encode_jpeg
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector import metrics
 from riskwatch_detector.backends import Backend, RawDetections, create_backend
 from riskwatch_detector.batching import CameraBatcher
 from riskwatch_detector.config import CategoryName, DetectorConfig, DetectorSettings
 from riskwatch_detector.grouping import GroupIdentity, cluster
-from riskwatch_detector.imaging import Image, crop_region, decode_image, encode_jpeg
 from riskwatch_detector.tracking import CameraTracker
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
+from riskwatch.imaging import Image
 from riskwatch_detector.backends import RawDetections
-from riskwatch_detector.imaging import Image
 
 # (x1, y1, x2, y2, class id) in pixels of the frame.
 ScriptedBox = tuple[float, float, float, float, int]

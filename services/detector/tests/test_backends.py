@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from riskwatch.errors import ConfigError
+from riskwatch.imaging import Image
 from riskwatch_detector.backends import Backend, RawDetections, create_backend
 from riskwatch_detector.config import BackendName, DetectorConfig
-from riskwatch_detector.imaging import Image
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

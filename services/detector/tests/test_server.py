@@ -16,10 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from riskwatch.bus import InMemoryBus
+from riskwatch.imaging import Image, encode_jpeg
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
 from riskwatch_detector.backends import Backend
 from riskwatch_detector.config import DetectorConfig, DetectorSettings
-from riskwatch_detector.imaging import Image, encode_jpeg
 from riskwatch_detector.server import SERVICE_NAME, create_server, set_serving
 from riskwatch_detector.service import Detector
 

@@ -17,10 +17,10 @@ from riskwatch import events
 from riskwatch.bus import InMemoryBus
 from riskwatch.bus.base import Headers
 from riskwatch.errors import InvalidFrame, Unavailable
+from riskwatch.imaging import Image, encode_jpeg
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector.backends import Backend, RawDetections
 from riskwatch_detector.config import DetectorConfig, GroupingConfig
-from riskwatch_detector.imaging import Image, encode_jpeg
 from riskwatch_detector.service import Detector
 from riskwatch_detector.testing import ScriptedBackend, scene_png
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from riskwatch.imaging import Image
 from riskwatch_detector.backends import Backend, RawDetections
 from riskwatch_detector.config import TrackingConfig
-from riskwatch_detector.imaging import Image
 from riskwatch_detector.tracking import CameraTracker
 
 

@@ -9,6 +9,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from riskwatch_gateway import metrics
 from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind
 from riskwatch_gateway.detect import Detect
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
-from riskwatch_gateway.messages import redact_source
+from riskwatch_gateway.messages import camera_json, redact_source
 from riskwatch_gateway.sources import CapturedFrame, CaptureThread, EncodeOptions, SourceState, preview_from_jpeg
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,10 @@ class Camera:
             extra["error"] = self._error
         return extra
 
+    def json(self) -> dict[str, Any]:
+        """The camera as REST and WebSocket clients see it."""
+        return camera_json(self.info(), self.status_extra())
+
     def publish_status(self) -> None:
         self._hub.publish(
             Update(UpdateKind.CAMERA_STATUS, self.camera_id, camera=self.info(), camera_extra=self.status_extra())
@@ -279,6 +284,14 @@ def parse_camera(fields: dict[str, object]) -> CameraConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'camera'}: {e['msg']}" for e in exc.errors())
         raise InvalidCamera(f"invalid camera: {problems}") from exc
+
+
+def camera_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A client's camera definition, accepting {"id"|"camera_id", "source", "fps"?, "loop"?}."""
+    fields = dict(body)
+    if "camera_id" in fields and "id" not in fields:
+        fields["id"] = fields.pop("camera_id")
+    return fields
 
 
 class CameraRegistry:

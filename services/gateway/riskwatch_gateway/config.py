@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import ClassVar
 
@@ -11,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from riskwatch.config import CommonSettings
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 
 
 class SourceKind(StrEnum):
@@ -34,10 +32,6 @@ def source_kind(source: str) -> SourceKind:
     if source.lower().startswith(_URL_SCHEMES):
         return SourceKind.URL
     return SourceKind.FILE
-
-
-def is_valid_camera_id(camera_id: str) -> bool:
-    return bool(_CAMERA_ID.match(camera_id))
 
 
 class CameraConfig(BaseModel):
@@ -93,6 +87,8 @@ class GatewayConfig(BaseModel):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # How long a stopping gateway lets open gRPC calls finish.
+    shutdown_grace_s: float = Field(default=2.0, ge=0)
     # The detector's gRPC address, used in streaming mode.
     detector_address: str = "127.0.0.1:50052"
     detector_timeout_s: float = Field(default=10.0, gt=0)

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from riskwatch import rpc
 from riskwatch.v1 import gateway_pb2_grpc
-from riskwatch_gateway.server import wrap_handler
 
 log = logging.getLogger(__name__)
 SERVICE_PREFIX = "/riskwatch.v1.GatewayService/"
@@ -34,7 +34,9 @@ class _CallDetails(NamedTuple):
     invocation_metadata: Sequence[tuple[str, str]]
 
 
-class _Aborted(Exception):
+class _Aborted(grpc.aio.AbortError):  # type: ignore[misc]  # grpc ships no type hints
+    """context.abort(): an AbortError, so riskwatch.rpc passes it through as a status already set."""
+
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
         self.code = code
@@ -120,18 +122,18 @@ def _timeout(value: str | None) -> float | None:
 class GrpcWebApp:
     """ASGI middleware: gRPC-web requests for GatewayService are answered here, the rest go to `app`."""
 
-    def __init__(self, app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, guard: rpc.Guard) -> None:
         self._app = app
         collector = _Collector()
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, collector)
         self._handlers = collector.handlers
-        self._token = token
+        self._guard = guard
 
     def _handler(self, path: str, metadata: list[tuple[str, str]]) -> grpc.RpcMethodHandler | None:
         for generic in self._handlers:
             handler = generic.service(_CallDetails(path, metadata))
             if handler is not None:
-                return wrap_handler(handler, self._token)
+                return rpc.guard_handler(handler, path, self._guard)
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,8 +291,4 @@ class _Collector:
         return None  # the generic handlers above cover the same methods
 
 
-def grpc_web_app(app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, token: str | None) -> ASGIApp:
-    return GrpcWebApp(app, servicer, token)
-
-
-__all__: list[str] = ["GrpcWebApp", "WebContext", "grpc_web_app"]
+__all__: list[str] = ["GrpcWebApp", "WebContext"]

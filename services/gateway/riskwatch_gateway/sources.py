@@ -15,12 +15,17 @@ from pathlib import Path
 import cv2
 from cv2.typing import MatLike
 
-from riskwatch.errors import InvalidFrame
-from riskwatch_detector import imaging
+from riskwatch import imaging
+from riskwatch.errors import InvalidFrame, Unavailable
+from riskwatch.retry import RetryCallState, retrying_blocking
 from riskwatch_gateway.config import CameraConfig, SourceKind
 from riskwatch_gateway.messages import redact_source
 
 log = logging.getLogger(__name__)
+
+
+class SourceFailed(Exception):
+    """A source that could not be opened, or stopped before delivering any frame; retried with backoff."""
 
 
 class SourceState(StrEnum):
@@ -71,7 +76,7 @@ def make_preview(image: MatLike, options: EncodeOptions) -> bytes:
 
 
 def preview_from_jpeg(data: bytes, options: EncodeOptions) -> bytes | None:
-    """A preview of an already encoded image (pushed frames: outside input, decoded with the detector's checks);
+    """A preview of an already encoded image (pushed frames: outside input, decoded with riskwatch.imaging's checks);
     None when it cannot be decoded."""
     try:
         image = imaging.decode_image(data, max_bytes=imaging.MAX_IMAGE_BYTES, max_pixels=imaging.MAX_IMAGE_PIXELS)
@@ -137,42 +142,63 @@ class CaptureThread:
         return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
 
     def _run(self) -> None:
-        backoff = self._backoff_initial
         where = redact_source(self.camera.source)
         while not self._stop.is_set():
             try:
-                capture = self._open()
-                if not capture.isOpened():
-                    raise OSError(f"cannot open {where}")
-            except (OSError, cv2.error) as exc:
-                self._failed(str(exc), backoff)
-                backoff = min(backoff * 2, self._backoff_max)
-                continue
-            try:
-                delivered, finished = self._read(capture)
-            except (OSError, cv2.error, ValueError) as exc:
-                log.warning(
-                    "camera %s: reading %s failed: %s", self.camera.id, where, exc, extra={"camera_id": self.camera.id}
-                )
-                delivered, finished = 0, False
-            finally:
-                capture.release()
-            if finished or self._stop.is_set():
-                break
-            if delivered:
-                backoff = self._backoff_initial
-            self._failed(f"{where} stopped delivering frames", backoff)
-            backoff = min(backoff * 2, self._backoff_max)
+                for attempt in retrying_blocking(
+                    retry_on=SourceFailed,
+                    initial_s=self._backoff_initial,
+                    max_s=self._backoff_max,
+                    stop=self._stop,
+                    before_sleep=self._before_retry,
+                ):
+                    with attempt:
+                        lost = self._session(where)
+            except Unavailable:  # stopped while waiting to reconnect
+                return
+            if lost is None or self._stop.is_set():
+                return
+            # Frames came before the source went away: the backoff starts again from the beginning.
+            self._reconnecting(lost, self._backoff_initial)
+            if self._stop.wait(self._backoff_initial):
+                return
 
-    def _failed(self, reason: str, backoff: float) -> None:
-        if self._stop.is_set():
-            return
+    def _session(self, where: str) -> str | None:
+        """Open the source and read it: None once a non-looping file ended (or we are told to stop), the reason
+        when it stopped after delivering frames; raises SourceFailed when it delivered none."""
+        try:
+            capture = self._open()
+            if not capture.isOpened():
+                raise OSError(f"cannot open {where}")
+        except (OSError, cv2.error) as exc:
+            raise SourceFailed(str(exc)) from exc
+        try:
+            delivered, finished = self._read(capture)
+        except (OSError, cv2.error, ValueError) as exc:
+            log.warning(
+                "camera %s: reading %s failed: %s", self.camera.id, where, exc, extra={"camera_id": self.camera.id}
+            )
+            delivered, finished = 0, False
+        finally:
+            capture.release()
+        if finished or self._stop.is_set():
+            return None
+        reason = f"{where} stopped delivering frames"
+        if not delivered:
+            raise SourceFailed(reason)
+        return reason
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        self._reconnecting(str(error), delay)
+
+    def _reconnecting(self, reason: str, delay: float) -> None:
         log.warning(
-            "camera %s: %s; retrying in %.1fs", self.camera.id, reason, backoff, extra={"camera_id": self.camera.id}
+            "camera %s: %s; retrying in %.1fs", self.camera.id, reason, delay, extra={"camera_id": self.camera.id}
         )
         self.reconnects += 1
         self._on_state(SourceState.RECONNECTING, reason)
-        self._stop.wait(backoff)
 
     def _emit(self, image: MatLike) -> None:
         self._on_frame(encode_frame(image, self._options, self._wants_preview()))

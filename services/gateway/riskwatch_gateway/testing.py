@@ -125,6 +125,13 @@ async def publish_state(cache: Cache, state: events_pb2.CameraRiskState) -> None
     await cache.publish(keys.RISK_STATE_CHANNEL, data)
 
 
+async def publish_alert(cache: Cache, alert: events_pb2.AssessmentResult) -> None:
+    """What the aggregator does with a new alert: append it to the camera's stream first, then the push."""
+    data = alert.SerializeToString()
+    await cache.stream_add(keys.camera_alerts(alert.camera_id), data, maxlen=100)
+    await cache.publish(keys.ALERTS_CHANNEL, data)
+
+
 async def send(ws: ClientConnection, message: Message | str) -> None:
     await ws.send(message if isinstance(message, str) else json.dumps(message))
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from riskwatch.cache import InMemoryCache
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig, GatewaySettings
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.testing import FakeDetector, make_settings
 
 
@@ -46,10 +46,10 @@ GatewayFactory = Callable[..., Any]
 @pytest.fixture
 async def start_gateway(detector: FakeDetector, cache: InMemoryCache) -> AsyncIterator[GatewayFactory]:
     """Start a gateway with the given settings (stopped at the end of the test)."""
-    started: list[Gateway] = []
+    started: list[GatewayApp] = []
 
-    async def start(settings: GatewaySettings | None = None) -> Gateway:
-        gateway = Gateway(settings or make_settings(), detector, cache)
+    async def start(settings: GatewaySettings | None = None) -> GatewayApp:
+        gateway = GatewayApp(settings or make_settings(), detector, cache)
         await gateway.start()
         started.append(gateway)
         await asyncio.wait_for(gateway.feed.subscribed.wait(), 5)
@@ -61,7 +61,7 @@ async def start_gateway(detector: FakeDetector, cache: InMemoryCache) -> AsyncIt
 
 
 @pytest.fixture
-async def gateway(start_gateway: GatewayFactory) -> Gateway:
+async def gateway(start_gateway: GatewayFactory) -> GatewayApp:
     """A gateway with one push camera, cam-01."""
-    gw: Gateway = await start_gateway(make_settings([CameraConfig(id="cam-01", source="push")]))
+    gw: GatewayApp = await start_gateway(make_settings([CameraConfig(id="cam-01", source="push")]))
     return gw

@@ -16,8 +16,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from riskwatch.cache import InMemoryCache, keys
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
-from riskwatch_gateway.gateway import Gateway
-from riskwatch_gateway.testing import publish_state, risk_state
+from riskwatch_gateway.app import GatewayApp
+from riskwatch_gateway.testing import publish_alert, publish_state, risk_state
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,7 +63,9 @@ async def pixel(page: Page, x: int, y: int) -> list[int]:
     return rgba
 
 
-async def test_dashboard_shows_boxes_and_risk_colours(browser: Browser, gateway: Gateway, cache: InMemoryCache) -> None:
+async def test_dashboard_shows_boxes_and_risk_colours(
+    browser: Browser, gateway: GatewayApp, cache: InMemoryCache
+) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -93,7 +95,7 @@ async def test_dashboard_shows_boxes_and_risk_colours(browser: Browser, gateway:
             description="A pedestrian is about to cross in front of a moving car.",
         ),
     )
-    await cache.stream_add(keys.camera_alerts("cam-01"), alert.SerializeToString(), maxlen=100)
+    await publish_alert(cache, alert)
     await publish_state(cache, risk_state("cam-01", 1))
     await page.wait_for_selector('[data-camera="cam-01"][data-risk="high"]', timeout=10_000)
     assert json.loads(await tile.get_attribute("data-groups") or "{}") == {"g1": "high"}

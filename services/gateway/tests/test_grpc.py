@@ -19,15 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from riskwatch.cache import InMemoryCache
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.testing import FakeDetector, jpeg, make_settings, publish_state, risk_state
 
 GRPCURL = Path(os.environ.get("GRPCURL", Path.home() / ".cache/riskwatch/bin/grpcurl"))
 
 
 @pytest.fixture
-async def stub(gateway: Gateway) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
+async def stub(gateway: GatewayApp) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         yield gateway_pb2_grpc.GatewayServiceStub(channel)
 
@@ -64,7 +64,7 @@ async def test_push_frames_answers_every_frame_in_order(
 async def test_push_frames_registers_unknown_cameras_and_refuses_source_cameras(
     start_gateway: object, video: Path
 ) -> None:
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings([CameraConfig(id="cam-file", source=str(video), loop=True)])
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
@@ -82,7 +82,7 @@ async def test_push_frames_registers_unknown_cameras_and_refuses_source_cameras(
 
 
 async def test_watch_camera_sends_current_state_first_then_changes(
-    gateway: Gateway, stub: gateway_pb2_grpc.GatewayServiceStub, cache: InMemoryCache
+    gateway: GatewayApp, stub: gateway_pb2_grpc.GatewayServiceStub, cache: InMemoryCache
 ) -> None:
     await publish_state(cache, risk_state("cam-01", 5, level=events_pb2.RISK_LEVEL_LOW))
     call = stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="cam-01", include_detections=True))
@@ -101,7 +101,7 @@ async def test_watch_camera_sends_current_state_first_then_changes(
 
 
 async def test_watch_camera_without_state_starts_with_an_empty_state_and_ends_on_removal(
-    gateway: Gateway, stub: gateway_pb2_grpc.GatewayServiceStub
+    gateway: GatewayApp, stub: gateway_pb2_grpc.GatewayServiceStub
 ) -> None:
     call = stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="cam-01"))
     first = await asyncio.wait_for(call.read(), 5)
@@ -149,7 +149,7 @@ async def test_camera_management_and_state(stub: gateway_pb2_grpc.GatewayService
     assert unknown_watch.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_health_reports_serving(gateway: Gateway) -> None:
+async def test_health_reports_serving(gateway: GatewayApp) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service="riskwatch.v1.GatewayService"))
@@ -157,7 +157,7 @@ async def test_health_reports_serving(gateway: Gateway) -> None:
 
 
 async def test_token_is_required_when_configured_but_not_for_health(start_gateway: object) -> None:
-    gateway: Gateway = await start_gateway(make_settings(auth_token="s3cret"))  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(make_settings(auth_token="s3cret"))  # type: ignore[operator]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as denied:
@@ -208,7 +208,7 @@ def grpcurl_available() -> None:
 
 
 @pytest.mark.usefixtures("grpcurl_available")
-async def test_grpcurl_lists_services_and_calls_every_rpc(gateway: Gateway, cache: InMemoryCache) -> None:
+async def test_grpcurl_lists_services_and_calls_every_rpc(gateway: GatewayApp, cache: InMemoryCache) -> None:
     port = gateway.grpc_port
     run = asyncio.to_thread
     listed = (await run(grpcurl, port, "list")).split()

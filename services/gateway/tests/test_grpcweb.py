@@ -18,8 +18,8 @@ from google.protobuf import descriptor_pb2, timestamp_pb2
 
 from riskwatch.cache import InMemoryCache
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.grpcweb import decode_text
 from riskwatch_gateway.testing import jpeg, make_settings, publish_state, risk_state
 
@@ -76,7 +76,7 @@ class GrpcWebCall:
 async def start_call(
     client: Path,
     descriptor: Path,
-    gateway: Gateway,
+    gateway: GatewayApp,
     method: str,
     request: dict[str, Any],
     *,
@@ -99,7 +99,7 @@ async def start_call(
 
 
 async def call(
-    client: Path, descriptor: Path, gateway: Gateway, method: str, request: dict[str, Any], *, token: str = ""
+    client: Path, descriptor: Path, gateway: GatewayApp, method: str, request: dict[str, Any], *, token: str = ""
 ) -> dict[str, Any]:
     running = await start_call(client, descriptor, gateway, method, request, token=token)
     first = await running.line()
@@ -108,7 +108,7 @@ async def call(
 
 
 async def test_grpc_web_client_gets_unary_answers_and_a_watch_stream(
-    node_client: Path, descriptor_set: Path, gateway: Gateway, cache: InMemoryCache
+    node_client: Path, descriptor_set: Path, gateway: GatewayApp, cache: InMemoryCache
 ) -> None:
     listed = await call(node_client, descriptor_set, gateway, "ListCameras", {})
     assert "message" in listed, listed
@@ -150,7 +150,7 @@ async def test_grpc_web_client_gets_unary_answers_and_a_watch_stream(
 async def test_grpc_web_needs_the_token_when_configured(
     node_client: Path, descriptor_set: Path, start_gateway: Any
 ) -> None:
-    gateway: Gateway = await start_gateway(
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-01", source="push")], auth_token="s3cret")
     )
     denied = await call(node_client, descriptor_set, gateway, "ListCameras", {})
@@ -159,7 +159,7 @@ async def test_grpc_web_needs_the_token_when_configured(
     assert allowed["message"]["cameras"][0]["camera"]["cameraId"] == "cam-01"
 
 
-async def test_grpc_web_text_mode_and_client_streaming_refusal(gateway: Gateway) -> None:
+async def test_grpc_web_text_mode_and_client_streaming_refusal(gateway: GatewayApp) -> None:
     """The base64 'grpc-web-text' variant (Google's grpc-web default in browsers) and a clear refusal of
     PushFrames, which needs client streaming."""
     body = base64.b64encode(struct.pack(">BI", 0, 0))

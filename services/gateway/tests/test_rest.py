@@ -8,16 +8,16 @@ import websockets
 from websockets.asyncio.client import connect
 
 from riskwatch.cache import InMemoryCache
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.testing import make_settings, of_type, publish_state, recv_until, risk_state, send
 
 
-def base(gateway: Gateway) -> str:
+def base(gateway: GatewayApp) -> str:
     return f"http://127.0.0.1:{gateway.http_port}"
 
 
-async def test_cameras_are_managed_over_rest(gateway: Gateway, cache: InMemoryCache) -> None:
+async def test_cameras_are_managed_over_rest(gateway: GatewayApp, cache: InMemoryCache) -> None:
     async with httpx.AsyncClient(base_url=base(gateway)) as http:
         listed = (await http.get("/api/cameras")).json()
         assert [c["camera_id"] for c in listed["cameras"]] == ["cam-01"]
@@ -47,7 +47,7 @@ async def test_cameras_are_managed_over_rest(gateway: Gateway, cache: InMemoryCa
 
 
 async def test_token_protects_rest_and_websocket(start_gateway: object) -> None:
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings([CameraConfig(id="cam-01", source="push")], auth_token="s3cret")
     )
     async with httpx.AsyncClient(base_url=base(gateway)) as http:
@@ -70,7 +70,7 @@ async def test_token_protects_rest_and_websocket(start_gateway: object) -> None:
 
 
 async def test_browsers_from_other_origins_are_refused_unless_allowed(start_gateway: object) -> None:
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings(allowed_origins=["http://ops.example"])
     )
     url = f"ws://127.0.0.1:{gateway.http_port}/ws"

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from websockets.asyncio.client import connect
 
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.messages import redact_source
 from riskwatch_gateway.sources import EncodeOptions, preview_from_jpeg
 from riskwatch_gateway.testing import FakeDetector, make_settings, of_type, recv_until, send
@@ -23,7 +23,7 @@ async def test_video_file_is_sampled_at_the_camera_rate_and_loops(
     start_gateway: object, detector: FakeDetector, video: Path
 ) -> None:
     # The clip lasts 2 s; at 5 fps over 3 s we get ~15 frames only if it loops.
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings([CameraConfig(id="cam-v", source=str(video), fps=5, loop=True)])
     )
     started = time.monotonic()
@@ -40,7 +40,7 @@ async def test_video_file_is_sampled_at_the_camera_rate_and_loops(
 async def test_file_without_loop_goes_offline_at_the_end(
     start_gateway: object, detector: FakeDetector, video: Path
 ) -> None:
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings([CameraConfig(id="cam-v", source=str(video), fps=10)])
     )
     async with connect(f"ws://127.0.0.1:{gateway.http_port}/ws") as ws:
@@ -54,7 +54,7 @@ async def test_missing_source_reconnects_with_backoff_and_recovers(
     start_gateway: object, tmp_path: Path, video: Path
 ) -> None:
     late = tmp_path / "late.avi"
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings(
             [CameraConfig(id="cam-late", source=str(late), fps=5, loop=True)],
             reconnect_initial_s=0.2,

@@ -14,17 +14,19 @@ import pytest
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
-from riskwatch.cache import InMemoryCache, keys
+from riskwatch.cache import InMemoryCache
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
 from riskwatch_gateway.fanout import Update, UpdateKind
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_gateway.testing import (
     FakeDetector,
+    Message,
     jpeg,
     make_settings,
     of_type,
+    publish_alert,
     publish_state,
     recv_until,
     risk_state,
@@ -32,17 +34,17 @@ from riskwatch_gateway.testing import (
 )
 
 
-def ws_url(gateway: Gateway, query: str = "") -> str:
+def ws_url(gateway: GatewayApp, query: str = "") -> str:
     return f"ws://127.0.0.1:{gateway.http_port}/ws{query}"
 
 
-async def push(gateway: Gateway, camera_id: str, frame_id: int) -> events_pb2.DetectionEvent:
+async def push(gateway: GatewayApp, camera_id: str, frame_id: int) -> events_pb2.DetectionEvent:
     frame = detector_pb2.Frame(camera_id=camera_id, frame_id=frame_id, capture_time=timestamp(), image=jpeg())
     return await gateway.cameras.push_target(camera_id).push(frame)
 
 
 async def test_client_gets_detections_then_a_risk_state_published_by_the_aggregator(
-    gateway: Gateway, cache: InMemoryCache
+    gateway: GatewayApp, cache: InMemoryCache
 ) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": ["cam-01"], "request_id": 7})
@@ -73,7 +75,7 @@ async def test_client_gets_detections_then_a_risk_state_published_by_the_aggrega
         assert state["groups"][0]["description"] == "a pedestrian steps in front of a car"
 
 
-async def test_subscribe_sends_current_state_first_then_changes(gateway: Gateway, cache: InMemoryCache) -> None:
+async def test_subscribe_sends_current_state_first_then_changes(gateway: GatewayApp, cache: InMemoryCache) -> None:
     await publish_state(cache, risk_state("cam-01", 3, level=events_pb2.RISK_LEVEL_MEDIUM))
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": "*"})
@@ -85,7 +87,7 @@ async def test_subscribe_sends_current_state_first_then_changes(gateway: Gateway
         assert (nxt["version"], nxt["max_level"]) == (4, "high")
 
 
-async def test_frames_are_included_when_asked(gateway: Gateway) -> None:
+async def test_frames_are_included_when_asked(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": ["cam-01"], "frames": True})
         await recv_until(ws, of_type("subscribed"))
@@ -94,7 +96,9 @@ async def test_frames_are_included_when_asked(gateway: Gateway) -> None:
         assert base64.b64decode(message["frame_jpeg_b64"])[:2] == b"\xff\xd8"  # a JPEG
 
 
-async def test_alerts_follow_risk_changes_and_are_replayed_on_subscribe(gateway: Gateway, cache: InMemoryCache) -> None:
+async def test_alerts_follow_risk_changes_and_are_replayed_on_subscribe(
+    gateway: GatewayApp, cache: InMemoryCache
+) -> None:
     result = events_pb2.AssessmentResult(
         task_id="cam-01:5/g1",
         event_id="cam-01:5",
@@ -111,21 +115,23 @@ async def test_alerts_follow_risk_changes_and_are_replayed_on_subscribe(gateway:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": ["cam-01"]})
         await recv_until(ws, of_type("subscribed"))
-        await cache.stream_add(keys.camera_alerts("cam-01"), result.SerializeToString(), maxlen=100)
+        await publish_alert(cache, result)
         await publish_state(cache, risk_state("cam-01", 1))
         alert = await recv_until(ws, of_type("alert"))
         assert alert["task_id"] == "cam-01:5/g1"
         assert (alert["risk_level"], alert["description"], alert["key_id"]) == ("high", "close call", "key-a")
         assert alert["replay"] is False
         await publish_state(cache, risk_state("cam-01", 2))  # same alert stream: not sent again
-        await recv_until(ws, of_type("risk_state", version=2))
+        between: list[Message] = []
+        await recv_until(ws, of_type("risk_state", version=2), seen=between)
+        assert not [m for m in between if m.get("type") == "alert"], between
     async with connect(ws_url(gateway)) as late:
         await send(late, {"type": "subscribe", "cameras": ["cam-01"]})
         replayed = await recv_until(late, of_type("alert"))
         assert replayed["task_id"] == "cam-01:5/g1" and replayed["replay"] is True
 
 
-async def test_malformed_messages_get_an_error_and_the_connection_stays_up(gateway: Gateway) -> None:
+async def test_malformed_messages_get_an_error_and_the_connection_stays_up(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         cases: list[str | bytes] = [
             "this is not json",
@@ -153,7 +159,7 @@ async def _error_for(ws: ClientConnection, text: str) -> dict[str, Any]:
     return await recv_until(ws, of_type("error"))
 
 
-async def test_unknown_camera_is_an_error_and_known_ones_still_subscribe(gateway: Gateway) -> None:
+async def test_unknown_camera_is_an_error_and_known_ones_still_subscribe(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": ["nope", "cam-01"], "request_id": 1})
         error = await recv_until(ws, of_type("error"))
@@ -165,7 +171,7 @@ async def test_unknown_camera_is_an_error_and_known_ones_still_subscribe(gateway
         await recv_until(ws, of_type("detections"))
 
 
-async def test_cameras_are_added_listed_and_removed_over_websocket(gateway: Gateway) -> None:
+async def test_cameras_are_added_listed_and_removed_over_websocket(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "add_camera", "camera": {"id": "cam-02", "source": "push", "fps": 4}})
         added = await recv_until(ws, of_type("camera_added"))
@@ -184,7 +190,7 @@ async def test_cameras_are_added_listed_and_removed_over_websocket(gateway: Gate
         assert gateway.cameras.ids() == ["cam-01"]
 
 
-async def test_unsubscribe_stops_detections(gateway: Gateway) -> None:
+async def test_unsubscribe_stops_detections(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": "*"})
         await recv_until(ws, of_type("subscribed"))
@@ -197,7 +203,7 @@ async def test_unsubscribe_stops_detections(gateway: Gateway) -> None:
         assert not [m for m in seen if m["type"] == "detections"]
 
 
-async def test_heartbeats_arrive(gateway: Gateway) -> None:
+async def test_heartbeats_arrive(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         beat = await recv_until(ws, of_type("heartbeat"), timeout=3)
         assert beat["cameras"] == 1
@@ -210,7 +216,7 @@ def _dropped(reason: str) -> float:
 async def test_a_stalled_client_neither_delays_others_nor_loses_risk_changes(
     start_gateway: object, cache: InMemoryCache
 ) -> None:
-    gateway: Gateway = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
         make_settings([CameraConfig(id="cam-01", source="push")], client_queue_size=8)
     )
     before = _dropped("queue_full")
@@ -258,7 +264,7 @@ async def test_a_stalled_client_neither_delays_others_nor_loses_risk_changes(
         assert len(detections) < total // 2
 
 
-async def test_push_camera_status_and_measured_fps(gateway: Gateway) -> None:
+async def test_push_camera_status_and_measured_fps(gateway: GatewayApp) -> None:
     async with connect(ws_url(gateway)) as ws:
         await send(ws, {"type": "subscribe", "cameras": ["cam-01"], "detections": False})
         for i in range(5):

@@ -1,4 +1,4 @@
-"""The Gateway: one object that owns the cameras, the risk feed, the fan-out and both servers."""
+"""GatewayApp: one object that owns the cameras, the risk and health feeds, the fan-out and both servers."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import logging
 import socket
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Self
 
 import grpc
 import uvicorn
 
 from riskwatch.cache import Cache
+from riskwatch.errors import ConfigError
+from riskwatch.lifecycle import run_until_signalled
+from riskwatch.rpc import set_serving
+from riskwatch.runtime import make_cache
 from riskwatch_gateway.cameras import CameraRegistry
 from riskwatch_gateway.config import GatewaySettings
-from riskwatch_gateway.detect import Detect
+from riskwatch_gateway.detect import Detect, DetectorClient
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
 from riskwatch_gateway.grpc_api import GatewayServicer
+from riskwatch_gateway.healthfeed import HealthFeed
 from riskwatch_gateway.riskfeed import RiskFeed
-from riskwatch_gateway.server import create_server, set_serving
+from riskwatch_gateway.server import GatewayDeps, create_server
 from riskwatch_gateway.web import WebApp
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,10 @@ class _UvicornInLoop(uvicorn.Server):
         yield
 
 
-class Gateway:
+class GatewayApp:
+    """The gateway over any Detect and Cache; `from_settings` builds the streaming one (detector over gRPC,
+    Redis), the embedded system passes its in-process detector and in-memory cache."""
+
     def __init__(self, settings: GatewaySettings, detector: Detect, cache: Cache) -> None:
         self.settings = settings
         self.detector = detector
@@ -43,15 +51,29 @@ class Gateway:
         self.hub = Hub()
         self.cameras = CameraRegistry(config, detector, self.hub)
         self.feed = RiskFeed(cache, self.hub, self.cameras.ids)
+        self.health = HealthFeed(cache, self.hub)
         self._servicer = GatewayServicer(config, self.cameras, self.feed, self.hub)
-        self.web = WebApp(config, self.cameras, self.feed, self.hub, grpc_servicer=self._servicer)
+        self.web = WebApp(
+            config, self.cameras, feed=self.feed, health=self.health, hub=self.hub, grpc_servicer=self._servicer
+        )
         self._grpc: grpc.aio.Server | None = None
-        self._health: Any = None
+        # Set by from_settings: the collaborators this app built and must close, and its start-up banner.
+        self._owned_client: DetectorClient | None = None
+        self._banner: str | None = None
         self._http: _UvicornInLoop | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._tickers: list[asyncio.Task[None]] = []
         self._grpc_port = 0
         self._http_port = 0
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Self:
+        """The streaming gateway: the detector service over gRPC and the risk state in Redis."""
+        detector = DetectorClient(settings.gateway.detector_address, settings.gateway.detector_timeout_s)
+        app = cls(settings, detector, make_cache(settings))
+        app._owned_client = detector
+        app._banner = f"riskwatch gateway (streaming; detector at {detector.address}):"
+        return app
 
     def where_to_watch(self) -> str:
         """The addresses a newcomer needs, as printed at start-up."""
@@ -86,16 +108,17 @@ class Gateway:
         # 1. cameras from config/cameras.yaml
         for camera in self.settings.camera_list:
             self.cameras.add(camera)
-        # 2. risk-state, alert and health feed from the cache, plus heartbeats and status refreshes
+        # 2. risk-state, alert and health feeds from the cache, plus heartbeats and status refreshes
         self.feed.start()
+        self.health.start()
         self._tickers = [
             asyncio.create_task(self._heartbeats(config.heartbeat_interval_s), name="heartbeats"),
             asyncio.create_task(self._status_refresh(config.status_interval_s), name="camera-status"),
         ]
         # 3. gRPC
-        self._grpc, self._grpc_port, self._health = create_server(config, self._servicer)
+        self._grpc, self._grpc_port = create_server(config, GatewayDeps(self._servicer))
         await self._grpc.start()
-        await set_serving(self._health, True)
+        await set_serving(self._grpc, True)
         # 4. HTTP and WebSocket
         sock = socket.socket(socket.AF_INET6 if ":" in config.http_host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,24 +143,30 @@ class Gateway:
                 raise RuntimeError("HTTP server stopped during start-up")
             await asyncio.sleep(0.01)
         log.info("gateway ready: gRPC on %s:%d, HTTP/WebSocket on %s", config.grpc_host, self._grpc_port, self.http_url)
+        if self._banner is not None:
+            print(f"{self._banner}\n{self.where_to_watch()}", flush=True)
 
     async def stop(self) -> None:
         # Reverse order: say we are going, stop HTTP/WebSocket, then gRPC, the feed, the cameras.
         self.web.serving = False
-        if self._health is not None:
-            await set_serving(self._health, False)
+        if self._grpc is not None:
+            await set_serving(self._grpc, False)
         if self._http is not None and self._http_task is not None:
             await self.web.close_sessions()
             self._http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         if self._grpc is not None:
-            await self._grpc.stop(grace=2.0)
+            await self._grpc.stop(grace=self.settings.gateway.shutdown_grace_s)
         for task in self._tickers:
             task.cancel()
         await asyncio.gather(*self._tickers, return_exceptions=True)
+        await self.health.stop()
         await self.feed.stop()
         await self.cameras.stop_all()
+        if self._owned_client is not None:
+            await self._owned_client.close()
+            await self.cache.close()
         log.info("gateway stopped")
 
     async def _heartbeats(self, interval: float) -> None:
@@ -160,6 +189,17 @@ class Gateway:
             for camera in self.cameras.all():
                 camera.check_idle()
                 camera.publish_status()
+
+
+async def run(settings: GatewaySettings) -> None:
+    """`python -m riskwatch_gateway`: the streaming gateway until SIGTERM/SIGINT."""
+    if not settings.enable_kafka_streaming:
+        raise ConfigError(
+            "python -m riskwatch_gateway is the streaming gateway and needs ALGO_ENABLE_KAFKA_STREAMING=true "
+            "(with Kafka, Redis and the detector running); for the whole system in one process run "
+            "`python -m riskwatch_embedded` (make up)"
+        )
+    await run_until_signalled(GatewayApp.from_settings(settings))
 
 
 def _display_host(host: str) -> str:

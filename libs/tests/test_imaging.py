@@ -7,9 +7,18 @@ import numpy as np
 import pytest
 
 from riskwatch.errors import InvalidFrame
-from riskwatch_detector.imaging import Image, crop_region, decode_image, encode_jpeg, header_size
+from riskwatch.imaging import Image, crop_region, decode_image, encode_jpeg, header_size
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 2_000_000}
+
+
+@pytest.fixture
+def bus_image() -> Image:
+    """A photo-sized (810x1080) textured image, as ultralytics' bus.jpg was before imaging moved to libs."""
+    rows, cols = np.mgrid[0:1080, 0:810]
+    gradient = np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1)
+    noise = np.random.default_rng(0).integers(0, 32, gradient.shape)
+    return np.asarray((gradient + noise) % 256, np.uint8)
 
 
 def png(image: Image) -> bytes:

@@ -17,7 +17,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-# Default limits on an image from outside (DetectorConfig's max_image_bytes / max_image_pixels, the gateway's previews).
+# Default limits on an image from outside (the detector's max_image_bytes / max_image_pixels, the gateway's previews).
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 

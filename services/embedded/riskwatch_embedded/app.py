@@ -1,4 +1,5 @@
-"""Embedded mode: every stage in this one process over the in-memory bus and cache — no Kafka, no Redis."""
+"""The composition root of embedded mode: every stage in this one process over the in-memory bus and cache —
+no Kafka, no Redis."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from urllib.parse import urlparse
 
 from riskwatch.cache import InMemoryCache
 from riskwatch.config import load_settings
+from riskwatch.errors import ConfigError
 from riskwatch.lifecycle import Service, run_until_signalled
 from riskwatch.runtime import memory_bus
 from riskwatch_aggregator.app import AggregatorApp
 from riskwatch_aggregator.config import AggregatorSettings
 from riskwatch_detector.config import DetectorSettings
 from riskwatch_detector.service import Detector
+from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import GatewaySettings
-from riskwatch_gateway.gateway import Gateway
 from riskwatch_llmsim import SimulatorConfig, start_simulator
 from riskwatch_llmsim.server import RunningSimulator
 from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
@@ -40,7 +42,7 @@ class EmbeddedSystem:
         self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings), self.cache)
         self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus, self.cache)
         self.detector = Detector.from_settings(load_settings(DetectorSettings, directory), self.bus)
-        self.gateway = Gateway(settings, self.detector, self.cache)
+        self.gateway = GatewayApp(settings, self.detector, self.cache)
         # Started in this order, stopped in reverse: consumers are ready before anything produces.
         self._services: list[Service] = [
             self.aggregator,
@@ -77,5 +79,11 @@ def simulator_for(api_keys: ApiKeysConfig) -> tuple[SimulatorConfig, int]:
     return SimulatorConfig(keys=keys), url.port or 80
 
 
-async def run_embedded(settings: GatewaySettings) -> None:
+async def run(settings: GatewaySettings) -> None:
+    """`python -m riskwatch_embedded` until SIGTERM/SIGINT."""
+    if settings.enable_kafka_streaming:
+        raise ConfigError(
+            "python -m riskwatch_embedded runs every stage in one process without Kafka; unset "
+            "ALGO_ENABLE_KAFKA_STREAMING, or start the streaming services (scripts/start_streaming_services.sh)"
+        )
     await run_until_signalled(EmbeddedSystem(settings))

@@ -1,0 +1,1 @@
+"""riskwatch embedded mode: every stage in one process."""

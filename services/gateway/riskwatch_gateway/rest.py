@@ -1,0 +1,72 @@
+"""The REST API of PROTOCOL.md: cameras, their state and alerts. Errors are raised as RiskwatchError and answered
+by the app's exception handler through riskwatch.errors (one table for every protocol)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from riskwatch.errors import InvalidRequest, RiskwatchError, client_message, http_status
+from riskwatch_gateway import messages
+from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
+from riskwatch_gateway.riskfeed import RiskFeed
+
+CAMERA_BODY = 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}'
+
+
+async def riskwatch_error(request: Request, exc: Exception) -> JSONResponse:
+    """The exception handler: `{"error": message}` with the error's HTTP status."""
+    return JSONResponse({"error": client_message(exc)}, status_code=http_status(exc))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {RiskwatchError: riskwatch_error}
+
+
+class RestApi:
+    """Routes under /api/ over the camera registry and the risk feed."""
+
+    def __init__(self, cameras: CameraRegistry, feed: RiskFeed) -> None:
+        self._cameras = cameras
+        self._feed = feed
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/cameras", self.list_cameras, methods=["GET"]),
+            Route("/api/cameras", self.add_camera, methods=["POST"]),
+            Route("/api/cameras/{camera_id}", self.remove_camera, methods=["DELETE"]),
+            Route("/api/cameras/{camera_id}/state", self.camera_state, methods=["GET"]),
+            Route("/api/cameras/{camera_id}/alerts", self.camera_alerts, methods=["GET"]),
+        ]
+
+    async def list_cameras(self, request: Request) -> JSONResponse:
+        return JSONResponse({"cameras": [camera.json() for camera in self._cameras.all()]})
+
+    async def add_camera(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(CAMERA_BODY) from exc
+        if not isinstance(body, dict):
+            raise InvalidRequest(CAMERA_BODY)
+        camera = self._cameras.add(parse_camera(camera_fields(body)))
+        return JSONResponse({"camera": camera.json()}, status_code=201)
+
+    async def remove_camera(self, request: Request) -> Response:
+        await self._cameras.remove(request.path_params["camera_id"])
+        return Response(status_code=204)
+
+    async def camera_state(self, request: Request) -> JSONResponse:
+        camera_id = self._cameras.get(request.path_params["camera_id"]).camera_id
+        return JSONResponse(messages.risk_state_json(await self._feed.current_state(camera_id)))
+
+    async def camera_alerts(self, request: Request) -> JSONResponse:
+        camera_id = self._cameras.get(request.path_params["camera_id"]).camera_id
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "50")), 1000))
+        except ValueError as exc:
+            raise InvalidRequest("limit must be an integer") from exc
+        alerts = await self._feed.recent_alerts(camera_id, limit)
+        return JSONResponse({"alerts": [messages.alert_json(a, replay=True) for a in alerts]})
