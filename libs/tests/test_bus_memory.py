@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from riskwatch.bus import InMemoryBus, Outgoing, Record, Stage
-from riskwatch.bus.base import OffsetTracker
+from riskwatch.bus.base import Headers, OffsetTracker
 from riskwatch.bus.stage import STAGE_FAILED, Handler
 from riskwatch.errors import BusFailed, DecodeError
 
@@ -122,6 +122,77 @@ async def test_handler_errors_are_retried_before_dead_lettering() -> None:
     await _until(lambda: len(bus.records("out")) == 1)
     await stage.stop()
     assert calls == 3 and bus.records("in.dlq") == []
+
+
+async def test_a_handler_failing_every_attempt_is_dead_lettered_after_max_attempts() -> None:
+    bus = InMemoryBus(partitions=1)
+    calls = 0
+
+    async def broken(record: Record) -> list[Outgoing]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError(f"bug {calls}")
+
+    await bus.publish("in", "cam", b"x")
+    stage = await _run_stage(bus, broken)
+    await _until(lambda: len(bus.records("in.dlq")) == 1)
+    await stage.stop()
+    assert calls == 3  # the default max_attempts
+    assert b"RuntimeError: bug 3" in (bus.records("in.dlq")[0].header("error") or b"")
+    assert sum(lag.messages for lag in bus.consumer("g", ["in"]).lag().values()) == 0
+
+
+async def test_publishing_retries_only_the_outputs_not_yet_acknowledged() -> None:
+    attempts: dict[str, int] = {}
+
+    class FlakyBus(InMemoryBus):
+        async def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+            attempts[key] = attempts.get(key, 0) + 1
+            if key == "b" and attempts[key] == 1:
+                raise BusFailed("broker away")
+            await super().publish(topic, key, value, headers)
+
+    bus = FlakyBus(partitions=1)
+
+    async def fan_out(record: Record) -> list[Outgoing]:
+        return [Outgoing("out", k, record.value) for k in ("a", "b", "c")]
+
+    await bus.publish("in", "cam", b"x")
+    stage = await _run_stage(bus, fan_out)
+    await _until(lambda: len(bus.records("out")) == 3)
+    await stage.stop()
+    assert attempts == {"cam": 1, "a": 1, "b": 2, "c": 1}
+    assert sum(lag.messages for lag in bus.consumer("g", ["in"]).lag().values()) == 0
+
+
+async def test_a_record_whose_publish_is_cancelled_stays_unacknowledged() -> None:
+    class SilentBus(InMemoryBus):
+        async def publish(self, topic: str, key: str, value: bytes, headers: Headers = ()) -> None:
+            if topic == "out":
+                await asyncio.Event().wait()  # the broker never acknowledges
+            await super().publish(topic, key, value, headers)
+
+    bus = SilentBus(partitions=1)
+
+    async def echo(record: Record) -> list[Outgoing]:
+        return [Outgoing("out", "cam", record.value)]
+
+    await bus.publish("in", "cam", b"x")
+    stage = Stage(
+        "s",
+        bus,
+        bus.consumer("g", ["in"]),
+        echo,
+        dead_letter_topic=lambda t: t + ".dlq",
+        group="g",
+        concurrency=2,
+        commit_interval_s=0.01,
+        drain_timeout_s=0.1,
+    )
+    await stage.start()
+    await _until(lambda: stage.in_flight == 1)
+    await stage.stop()  # the drain times out and cancels the publish
+    assert [r.value for r in await bus.consumer("g", ["in"]).poll(timeout_s=0.1)] == [b"x"]
 
 
 async def test_lag_counts_unprocessed_records_and_their_age() -> None:

@@ -6,13 +6,15 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 
 import pytest
 
-from riskwatch.bus.kafka import KafkaBus
+from riskwatch.bus.kafka import KafkaBus, wait_for_broker
 from riskwatch.cache import RedisCache
+from riskwatch.errors import Unavailable
 from tests.support.stack import BOOTSTRAP, REDIS_URL
 
 pytestmark = pytest.mark.infra
@@ -103,3 +105,23 @@ def test_a_stage_refuses_to_start_without_its_topics(topic_factory: Callable[...
     assert done.returncode == 2, done.stderr[-2000:]
     assert missing in done.stderr and "make topics" in done.stderr, done.stderr[-2000:]
     assert f"{present}," not in done.stderr  # only what is missing is named
+
+
+def test_wait_for_broker_returns_the_topics(topic_factory: Callable[..., str]) -> None:
+    topic = topic_factory("listed", partitions=2)
+    topics = wait_for_broker(BOOTSTRAP, {})
+    assert len(topics[topic].partitions) == 2
+
+
+def test_wait_for_broker_logs_each_retry_and_gives_up_when_stopped(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens on port 1: each failed attempt is logged with the wait, and setting `stop` ends the wait."""
+    stop = threading.Event()
+    timer = threading.Timer(5.5, stop.set)  # after the first attempt (5 s) fails, during the 1 s wait
+    timer.start()
+    try:
+        with pytest.raises(Unavailable, match=r"Kafka at 127\.0\.0\.1:1 is unreachable"):
+            wait_for_broker("127.0.0.1:1", {}, stop=stop)
+    finally:
+        timer.cancel()
+    assert "Failed to connect to Kafka at 127.0.0.1:1 (" in caplog.text
+    assert "); retrying in 1 s" in caplog.text

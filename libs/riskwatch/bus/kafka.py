@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
 from riskwatch.errors import BusFailed, Unavailable
+from riskwatch.retry import RetryCallState, retrying_blocking
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +28,31 @@ def wait_for_broker(
     bootstrap_servers: str, properties: dict[str, str], stop: threading.Event | None = None, max_backoff_s: float = 30.0
 ) -> dict[str, Any]:
     """Block until the cluster answers a metadata request, logging each failed attempt and the next retry; the
-    cluster's topics by name (confluent_kafka TopicMetadata)."""
+    cluster's topics by name (confluent_kafka TopicMetadata). Raises Unavailable once `stop` is set."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **properties})
-    backoff = 1.0
-    while True:
-        try:
-            return dict(admin.list_topics(timeout=5).topics)
-        except KafkaException as exc:
-            if stop is not None and stop.is_set():
-                raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable ({exc})") from exc
-            log.warning(
-                "Failed to connect to Kafka at %s (%s); retrying in %.0f s",
-                bootstrap_servers,
-                exc.args[0] if exc.args else exc,
-                backoff,
-            )
-        if stop is not None and stop.wait(backoff):
-            raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable; stopped while waiting")
-        if stop is None:
-            threading.Event().wait(backoff)
-        backoff = min(backoff * 2, max_backoff_s)
+
+    def log_failure(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "Failed to connect to Kafka at %s (%s); retrying in %.0f s",
+            bootstrap_servers,
+            error.args[0] if error is not None and error.args else error,
+            state.next_action.sleep if state.next_action is not None else 0.0,
+        )
+
+    try:
+        for attempt in retrying_blocking(
+            retry_on=KafkaException,
+            initial_s=1.0,
+            max_s=max_backoff_s,
+            stop=stop or threading.Event(),
+            before_sleep=log_failure,
+        ):
+            with attempt:
+                return dict(admin.list_topics(timeout=5).topics)
+    except Unavailable as exc:
+        raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable ({exc})") from exc
+    raise AssertionError("unreachable: retrying_blocking returns or raises")
 
 
 def topic_reader(

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from riskwatch.bus.base import Consumer, EventBus, Lag, Outgoing, Record
 from riskwatch.errors import DecodeError
+from riskwatch.retry import log_retry, retrying
 from riskwatch.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[Sequence[Outgoing]]]
 # Exit status of a process whose stage loop failed.
 STAGE_FAILED = 3
+# A failing handler is retried after 0.4 s, 0.8 s, …; failing publishes after 0.5 s, 1 s, … up to 10 s.
+HANDLER_RETRY_S, HANDLER_RETRY_MAX_S = 0.4, 10.0
+PUBLISH_RETRY_S, PUBLISH_RETRY_MAX_S = 0.5, 10.0
 
 
 class Stage:
@@ -159,21 +163,22 @@ class Stage:
         metrics.STAGE_RECORDS.labels(self.name, "processed").inc()
 
     async def _run_handler(self, record: Record) -> Sequence[Outgoing]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._handler(record)
-            except DecodeError as exc:
-                return [self._dead_letter(record, exc)]
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt == self._max_attempts:
-                    log.exception("%s: %s failed %d times; dead-lettering", self.name, record.where, attempt)
-                    return [self._dead_letter(record, exc)]
-                log.warning("%s: %s failed (%s); retry %d", self.name, record.where, exc, attempt)
-                await asyncio.sleep(0.2 * 2**attempt)
+        try:
+            async for attempt in retrying(
+                retry_on=_retryable,
+                initial_s=HANDLER_RETRY_S,
+                max_s=HANDLER_RETRY_MAX_S,
+                attempts=self._max_attempts,
+                before_sleep=log_retry(log, f"{self.name}: {record.where}"),
+            ):
+                with attempt:
+                    return await self._handler(record)
+        except DecodeError as exc:
+            return [self._dead_letter(record, exc)]
+        except Exception as exc:
+            log.exception("%s: %s failed %d times; dead-lettering", self.name, record.where, self._max_attempts)
+            return [self._dead_letter(record, exc)]
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     def _dead_letter(self, record: Record, error: Exception) -> Outgoing:
         topic = self._dead_letter_topic(record.topic)
@@ -189,26 +194,30 @@ class Stage:
 
     async def _publish_all(self, outputs: Sequence[Outgoing], record: Record) -> None:
         """Publish every output, retrying only those not yet acknowledged (each a task, an LLM call downstream)."""
-        backoff = 0.5
         pending = list(outputs)
-        while True:
-            outcomes = await asyncio.gather(
-                *(self._bus.publish(o.topic, o.key, o.value, o.headers) for o in pending), return_exceptions=True
-            )
-            failed = [(o, r) for o, r in zip(pending, outcomes, strict=True) if isinstance(r, BaseException)]
-            if not failed:
-                return
-            for _o, error in failed:
-                if not isinstance(error, Exception):
-                    raise error  # cancelled: the record stays unacknowledged
-            pending = [o for o, _error in failed]
-            log.warning(
-                "%s: publishing %d of the outputs of %s failed (%s); retrying in %.1f s",
-                self.name,
-                len(pending),
-                record.where,
-                failed[0][1],
-                backoff,
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+        async for attempt in retrying(
+            retry_on=_PublishFailed,
+            initial_s=PUBLISH_RETRY_S,
+            max_s=PUBLISH_RETRY_MAX_S,
+            before_sleep=log_retry(log, f"{self.name}: publishing the outputs of {record.where}"),
+        ):
+            with attempt:
+                outcomes = await asyncio.gather(
+                    *(self._bus.publish(o.topic, o.key, o.value, o.headers) for o in pending), return_exceptions=True
+                )
+                failed = [(o, r) for o, r in zip(pending, outcomes, strict=True) if isinstance(r, BaseException)]
+                for _o, error in failed:
+                    if not isinstance(error, Exception):
+                        raise error  # cancelled: the record stays unacknowledged
+                if failed:
+                    total, pending = len(pending), [o for o, _error in failed]
+                    raise _PublishFailed(f"{len(pending)} of {total} not acknowledged: {failed[0][1]}")
+
+
+class _PublishFailed(Exception):
+    """Some outputs of a record were not acknowledged; the others are not published again."""
+
+
+def _retryable(error: BaseException) -> bool:
+    # An undecodable record stays undecodable; cancellation is not a failure.
+    return isinstance(error, Exception) and not isinstance(error, DecodeError)

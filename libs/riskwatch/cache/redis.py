@@ -19,7 +19,6 @@ class RedisCache(Cache):
     def __init__(self, url: str, prefix: str = "riskwatch:") -> None:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10)
         self._prefix = prefix
-        self._url = url
 
     def _k(self, key: str) -> str:
         return self._prefix + key

@@ -32,6 +32,7 @@ from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.cache import Cache, keys
 from riskwatch.errors import DecodeError, Unavailable
+from riskwatch.retry import RetryCallState, retrying
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorSettings
@@ -151,33 +152,36 @@ class Aggregator:
 
     # ---- the writer --------------------------------------------------------------------------------
     async def _write_forever(self) -> None:
-        backoff = self._config.cache_retry_s
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._write()
-            except Exception as exc:  # Unavailable, or a bug: either way retry, never leave handlers waiting
-                if not isinstance(exc, Unavailable):
-                    log.exception("writing risk state to the cache failed unexpectedly; retrying")
-                if self._outage_since is None:
-                    self._outage_since = self._clock()
-                    log.warning(
-                        "cache unavailable (%s): keeping state in memory, %d camera(s) waiting; retrying with backoff",
-                        exc,
-                        self.backlog,
-                    )
-                CACHE_UP.set(0)
-                CACHE_BACKLOG.set(self.backlog)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._config.cache_retry_max_s)
-                self._wake.set()
-                continue
-            backoff = self._config.cache_retry_s
+            async for attempt in retrying(
+                # Unavailable, or a bug: either way retry, never leave handlers waiting
+                retry_on=Exception,
+                initial_s=self._config.cache_retry_s,
+                max_s=self._config.cache_retry_max_s,
+                before_sleep=self._cache_down,
+            ):
+                with attempt:
+                    self._wake.clear()  # what changes from here on is written by this attempt or the next
+                    await self._write()
             CACHE_UP.set(1)
             if self._outage_since is not None:
                 log.info("cache is back after %.1f s; state written back", self._clock() - self._outage_since)
                 self._outage_since = None
+
+    def _cache_down(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if not isinstance(exc, Unavailable):
+            log.error("writing risk state to the cache failed unexpectedly; retrying", exc_info=exc)
+        if self._outage_since is None:
+            self._outage_since = self._clock()
+            log.warning(
+                "cache unavailable (%s): keeping state in memory, %d camera(s) waiting; retrying with backoff",
+                exc,
+                self.backlog,
+            )
+        CACHE_UP.set(0)
+        CACHE_BACKLOG.set(self.backlog)
 
     async def _write(self) -> None:
         """Restore, persist and publish everything pending; raises Unavailable, leaving the rest pending."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from riskwatch import events
 from riskwatch.bus import InMemoryBus, Record
@@ -60,6 +62,10 @@ class FlakyCache(InMemoryCache):
     async def publish(self, channel: str, message: bytes) -> None:
         self._check()
         await super().publish(channel, message)
+
+
+def cache_up() -> float | None:
+    return REGISTRY.get_sample_value("riskwatch_aggregator_cache_up")
 
 
 def settings(**aggregator: Any) -> AggregatorSettings:
@@ -332,6 +338,24 @@ async def test_with_the_cache_down_results_apply_in_memory_and_are_acknowledged_
     assert state.max_level == HIGH and len(state.groups) == 2
     assert len(await cache.stream_tail(keys.camera_alerts("cam-1"), 10)) == 3
     assert aggregator.backlog == 0
+
+
+async def test_an_outage_is_logged_once_and_the_recovery_once_with_the_cache_up_gauge(
+    aggregator: Aggregator, cache: FlakyCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="riskwatch_aggregator.aggregator")
+    await feed(aggregator, result(1, LOW))
+    assert cache_up() == 1
+    cache.down = True
+    pending = asyncio.create_task(aggregator.handle(record(result(2, HIGH))))
+    await asyncio.sleep(0.3)  # retries every 0.01 s, then every 0.05 s: several attempts
+    assert cache_up() == 0
+    cache.down = False
+    await asyncio.wait_for(pending, 2)
+    assert cache_up() == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("cache unavailable (Failed to connect to Redis (test))") for m in messages) == 1
+    assert sum(m.startswith("cache is back after") for m in messages) == 1
 
 
 async def test_a_new_camera_seen_while_the_cache_is_down_is_restored_before_it_is_written(

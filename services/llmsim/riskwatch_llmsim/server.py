@@ -15,6 +15,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from riskwatch.clock import SYSTEM_CLOCK, Clock
+
 from .config import (
     ANONYMOUS_LABEL,
     ConfigPatchError,
@@ -24,7 +26,7 @@ from .config import (
     label_for_unknown_token,
 )
 from .faults import Outcome, draw_outcome, sample_latency_s, spoil_reply
-from .limits import Admission, Clock, RateLimiter
+from .limits import Admission, RateLimiter
 from .protocol import RequestError, completion_body, error_body, parse_completion_request
 from .stats import KeyStats, SimulatorStats
 from .verdicts import assess
@@ -39,7 +41,7 @@ DEFAULT_MODEL_NAME = "llmsim-vision"
 class Simulator:
     """The simulated provider's state: configuration, per-key limits, randomness and stats."""
 
-    def __init__(self, config: SimulatorConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(self, config: SimulatorConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self._config = config
         self._limiter = RateLimiter(clock)
         self._stats = SimulatorStats()
@@ -184,7 +186,7 @@ class Simulator:
 SIMULATOR_KEY = web.AppKey("llmsim.simulator", Simulator)
 
 
-def create_app(config: SimulatorConfig, *, clock: Clock = time.monotonic) -> web.Application:
+def create_app(config: SimulatorConfig, *, clock: Clock = SYSTEM_CLOCK) -> web.Application:
     """The simulator as an aiohttp application.
 
     When running it with your own runner, pass `handler_cancellation=True` to `web.AppRunner`
@@ -295,7 +297,7 @@ async def start_simulator(
     port: int = 0,
     *,
     shutdown_timeout_s: float = 5.0,
-    clock: Clock = time.monotonic,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunningSimulator:
     """Serve the simulator on host:port (0 = any free port) until `stop()`."""
     app = create_app(config, clock=clock)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
+from riskwatch.clock import ManualClock, TimerHandle
 from riskwatch_llmsim.limits import RateLimiter
 from riskwatch_scheduler.keypool import (
     DeadlineExceeded,
@@ -18,10 +19,8 @@ from riskwatch_scheduler.keypool import (
     KeyPool,
     KeyPoolClosed,
     KeyState,
-    ManualClock,
     NoUsableKeys,
     Outcome,
-    TimerHandle,
 )
 from riskwatch_scheduler.keys_config import ApiKeyConfig, CoolingConfig
 
@@ -244,10 +243,10 @@ async def test_pacing_uses_the_whole_quota_and_never_exceeds_a_providers_token_b
     assert max_in_window(by_key["c"], 1.0) <= 5 + 10
     assert max_in_window(by_key["c"], 60.0) <= 60 + 120
     # a provider enforcing exactly these limits as token buckets (the simulator's limiter) admits every call
-    now = [0.0]
-    provider = RateLimiter(clock=lambda: now[0])
+    provider_clock = ManualClock()
+    provider = RateLimiter(provider_clock)
     for t, key_id in sorted(grants):
-        now[0] = t
+        provider_clock.advance_to(t)
         limits = next(k for k in keys if k.id == key_id)
         admission = provider.try_acquire(key_id, limits.qps_limit, limits.rpm_limit, grace_s=0.0)
         assert admission.admitted, f"{key_id} at t={t:.3f} would get a 429"

@@ -12,6 +12,7 @@ import pytest
 
 from riskwatch import events
 from riskwatch.bus import Record
+from riskwatch.clock import ManualClock
 from riskwatch.config.loader import load_settings
 from riskwatch.errors import ConfigError, DecodeError
 from riskwatch.v1 import events_pb2
@@ -22,18 +23,10 @@ T0 = 1_800_000_000.0
 REPO = Path(__file__).resolve().parents[3]
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def generator(clock: Clock, **taskgen: Any) -> TaskGenerator:
+def generator(clock: ManualClock, **taskgen: Any) -> TaskGenerator:
     # Defaults that isolate each rule: no budget limit, no intervals unless a test sets them.
     values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, **taskgen}
-    return TaskGenerator(SchedulerSettings(taskgen=TaskGeneratorConfig.model_validate(values)), clock=clock)
+    return TaskGenerator(SchedulerSettings(taskgen=TaskGeneratorConfig.model_validate(values)), clock=clock.now)
 
 
 def group(
@@ -79,9 +72,9 @@ def sent(gen: TaskGenerator) -> list[events_pb2.AssessmentTask]:
     return [events_pb2.AssessmentTask.FromString(o.value) for o in gen.release()]
 
 
-def step(gen: TaskGenerator, clock: Clock, ev: events_pb2.DetectionEvent) -> list[events_pb2.AssessmentTask]:
+def step(gen: TaskGenerator, clock: ManualClock, ev: events_pb2.DetectionEvent) -> list[events_pb2.AssessmentTask]:
     """Deliver `ev` at its capture time and return the tasks released right after."""
-    clock.now = max(clock.now, events.seconds(ev.capture_time))
+    clock.advance_to(max(clock.now(), events.seconds(ev.capture_time)))
     gen.observe_event(ev)
     return sent(gen)
 
@@ -108,7 +101,7 @@ def reasons(tasks: Iterable[events_pb2.AssessmentTask]) -> list[str]:
 
 
 def test_a_new_group_is_sent_once_then_skipped_while_nothing_changes() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock)
     first = step(gen, clock, event(1, [group("g1", [1, 2])]))
     assert reasons(first) == ["new"]
@@ -118,14 +111,14 @@ def test_a_new_group_is_sent_once_then_skipped_while_nothing_changes() -> None:
 
 
 def test_groups_below_the_minimum_size_are_skipped_as_too_small() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, min_group_size=2)
     assert reasons(step(gen, clock, event(1, [group("g1", [1]), group("g2", [2, 3])]))) == ["new"]
     assert gen.skipped["cam-1", "too_small"] == 1
 
 
 def test_membership_change_by_jaccard_below_the_bound() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, membership_min_jaccard=0.5)
     step(gen, clock, event(1, [group("g1", [1, 2, 3, 4])]))
     # {1,2,3,4} vs {1,2,3,5}: 3/5 = 0.6, above the bound
@@ -135,7 +128,7 @@ def test_membership_change_by_jaccard_below_the_bound() -> None:
 
 
 def test_ped_vehicle_distance_falling_below_each_bound_triggers_with_a_dead_band_on_the_way_back() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     rule = {"feature": "min_ped_vehicle_distance", "direction": "below", "bounds": [0.5, 1.5], "reason": "distance"}
     gen = generator(clock, thresholds=[{**rule, "margin": 0.1}])
     step(gen, clock, event(1, [group("g1", [1, 2], distance=3.0)]))
@@ -148,14 +141,14 @@ def test_ped_vehicle_distance_falling_below_each_bound_triggers_with_a_dead_band
 
 
 def test_recovery_trigger_can_be_switched_off() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, trigger_on_recovery=False)
     step(gen, clock, event(1, [group("g1", [1, 2], distance=0.3)]))
     assert step(gen, clock, event(2, [group("g1", [1, 2], distance=3.0)])) == []
 
 
 def test_density_and_crowd_size_rising_above_a_bound_trigger() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock)
     step(gen, clock, event(1, [group("g1", [1, 2], density=0.5)]))
     assert reasons(step(gen, clock, event(2, [group("g1", [1, 2], density=1.1)]))) == ["density"]
@@ -163,7 +156,7 @@ def test_density_and_crowd_size_rising_above_a_bound_trigger() -> None:
 
 
 def test_entering_a_configured_zone_triggers_and_raises_priority() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     zone = {"name": "crosswalk", "polygon": [[0.4, 0.5], [0.6, 0.5], [0.6, 1.0], [0.4, 1.0]], "weight": 0.7}
     gen = generator(clock, cameras={"cam-1": {"zones": [zone]}})
     outside = step(gen, clock, event(1, [group("g1", [1, 2])], feet={1: (0.1, 0.9), 2: (0.2, 0.9)}))
@@ -185,7 +178,7 @@ def test_entering_a_configured_zone_triggers_and_raises_priority() -> None:
     ],
 )
 def test_refresh_interval_depends_on_the_last_verdict(level: int, interval: float) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock)
     (task,) = step(gen, clock, event(0, [group("g1", [1, 2])]))
     verdict(gen, task, level)
@@ -194,7 +187,7 @@ def test_refresh_interval_depends_on_the_last_verdict(level: int, interval: floa
 
 
 def test_a_dropped_verdict_is_rechecked_after_the_drop_interval_so_the_aggregator_can_confirm_it() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, refresh_s={"high": 3, "low": 15, "after_drop": 10})
     (first,) = step(gen, clock, event(0, [group("g1", [1, 2])]))
     verdict(gen, first, events_pb2.RISK_LEVEL_HIGH)
@@ -209,7 +202,7 @@ def test_a_dropped_verdict_is_rechecked_after_the_drop_interval_so_the_aggregato
 
 
 def test_a_failed_assessment_is_retried_at_the_unassessed_interval() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, refresh_s={"none": 30, "unassessed": 4})
     (task,) = step(gen, clock, event(0, [group("g1", [1, 2])]))
     verdict(gen, task, 0, failure=True)
@@ -217,7 +210,7 @@ def test_a_failed_assessment_is_retried_at_the_unassessed_interval() -> None:
 
 
 def test_an_older_result_does_not_overwrite_a_newer_verdict() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock)
     (old,) = step(gen, clock, event(0, [group("g1", [1, 2])]))
     (new,) = step(gen, clock, event(1, [group("g1", [1, 2], distance=0.2)]))
@@ -228,7 +221,7 @@ def test_an_older_result_does_not_overwrite_a_newer_verdict() -> None:
 
 
 def test_a_group_not_seen_for_group_idle_s_is_forgotten_and_new_again() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, group_idle_s=10, refresh_s={"unassessed": 1000})
     step(gen, clock, event(0, [group("g1", [1, 2])]))
     step(gen, clock, event(1, [group("g2", [3])], at=T0 + 5))
@@ -241,32 +234,32 @@ def test_a_group_not_seen_for_group_idle_s_is_forgotten_and_new_again() -> None:
 
 
 def test_min_group_interval_holds_a_trigger_and_sends_the_latest_frame_when_it_ends() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, min_group_interval_s=2.0)
     step(gen, clock, event(0, [group("g1", [1, 2], distance=3.0)]))
     assert step(gen, clock, event(1, [group("g1", [1, 2], distance=1.0)])) == []  # held: 0.5 s after the last
     assert step(gen, clock, event(2, [group("g1", [1, 2], distance=1.0)])) == []  # supersedes frame 1
     assert gen.skipped["cam-1", "min_interval"] == 1
-    clock.now = T0 + 2.0
+    clock.advance_to(T0 + 2.0)
     (task,) = sent(gen)
     assert (task.reason, task.frame_id) == ("distance", 2)
 
 
 def test_a_frame_that_looks_like_the_last_one_sent_does_not_replace_a_pending_change() -> None:
     """A short-lived change is still assessed: the flap back does not overwrite the frame that showed it."""
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, min_group_interval_s=1.5)
     step(gen, clock, event(0, [group("g1", [1, 2], distance=3.0)]))
     assert step(gen, clock, event(1, [group("g1", [1, 2], distance=1.0)])) == []  # held by the interval
     assert step(gen, clock, event(2, [group("g1", [1, 2], distance=3.0)])) == []  # back: no_change
-    clock.now = T0 + 1.5
+    clock.advance_to(T0 + 1.5)
     (task,) = sent(gen)
     assert (task.reason, task.frame_id) == ("distance", 1)
     assert gen.skipped["cam-1", "no_change"] == 1
 
 
 def test_per_camera_overrides_of_the_intervals() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(
         clock, min_group_interval_s=5.0, cameras={"fast": {"min_group_interval_s": 0.0, "camera_min_interval_s": 1.0}}
     )
@@ -280,29 +273,29 @@ def test_per_camera_overrides_of_the_intervals() -> None:
     ]
     assert step(gen, clock, event(3, [group("g2", [3]), group("g3", [4])], camera="fast", at=T0 + 2.5)) == []
     assert gen.skipped["fast", "camera_interval"] == 1
-    clock.now = T0 + 3
+    clock.advance_to(T0 + 3)
     assert len(sent(gen)) == 1
 
 
 def test_a_pending_task_whose_frame_gets_too_old_expires() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, min_group_interval_s=5.0, max_task_age_s=2.0)
     step(gen, clock, event(0, [group("g1", [1, 2], distance=3.0)]))
     step(gen, clock, event(1, [group("g1", [1, 2], distance=1.0)]))  # held by the interval
-    clock.now = T0 + 0.5 + 2.1  # the camera went quiet
+    clock.advance_to(T0 + 0.5 + 2.1)  # the camera went quiet
     assert sent(gen) == []
     assert gen.skipped["cam-1", "expired"] == 1
     assert gen.pending == 0
 
 
 def test_latest_wins_under_budget_pressure_and_the_superseded_frame_counts_as_budget() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, llm_budget_per_s=1, budget_burst=1)
     assert reasons(step(gen, clock, event(0, [group("g1", [1])]))) == ["new"]
     assert step(gen, clock, event(1, [group("g2", [2])], at=T0 + 0.2)) == []  # no token left
     assert step(gen, clock, event(2, [group("g2", [2])], at=T0 + 0.4)) == []
     assert gen.skipped["cam-1", "budget"] == 1
-    clock.now = T0 + 1.0
+    clock.advance_to(T0 + 1.0)
     (task,) = sent(gen)
     assert (task.group_id, task.frame_id) == ("g2", 2)
 
@@ -312,14 +305,14 @@ def test_latest_wins_under_budget_pressure_and_the_superseded_frame_counts_as_bu
 
 def test_fair_share_across_cameras_under_budget_high_priority_first() -> None:
     """A busy camera cannot starve quiet ones; inside a camera the riskiest group goes first."""
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, llm_budget_per_s=3, budget_burst=3, refresh_s={"unassessed": 1000})
     busy = [group(f"b{i}", [100 + i], distance=5.0 - i * 0.4) for i in range(10)]  # b9 closest
     order: list[tuple[str, str]] = []
     for tick in range(4):
-        clock.now = T0 + tick
+        clock.advance_to(T0 + tick)
         for camera, groups in (("busy", busy), ("quiet-1", [group("q1", [1])]), ("quiet-2", [group("q2", [2])])):
-            gen.observe_event(event(tick, groups, camera=camera, at=clock.now))
+            gen.observe_event(event(tick, groups, camera=camera, at=clock.now()))
         order += [(t.camera_id, t.group_id) for t in sent(gen)]
     per_camera = collections.Counter(camera for camera, _ in order)
     # 3 tokens at t=0 then 3/s: 12 tasks; the quiet cameras each get their one new group at once
@@ -334,7 +327,7 @@ def test_fair_share_across_cameras_under_budget_high_priority_first() -> None:
 
 
 def test_equal_demand_gets_equal_shares_and_weights_skew_them() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(
         clock,
         llm_budget_per_s=4,
@@ -344,9 +337,11 @@ def test_equal_demand_gets_equal_shares_and_weights_skew_them() -> None:
     )
     counts: collections.Counter[str] = collections.Counter()
     for tick in range(200):
-        clock.now = T0 + tick * 0.05
+        clock.advance_to(T0 + tick * 0.05)
         for camera in ("a", "b", "heavy"):
-            gen.observe_event(event(tick, [group(f"{camera}{i}", [i]) for i in range(20)], camera=camera, at=clock.now))
+            gen.observe_event(
+                event(tick, [group(f"{camera}{i}", [i]) for i in range(20)], camera=camera, at=clock.now())
+            )
         counts.update(t.camera_id for t in sent(gen))
     total = sum(counts.values())
     assert 38 <= total <= 41  # 4/s for 10 s (+ burst)
@@ -358,7 +353,7 @@ def test_equal_demand_gets_equal_shares_and_weights_skew_them() -> None:
 
 
 async def test_handle_takes_detections_and_results_and_dead_letters_garbage() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock)
     settings = SchedulerSettings()
     det_topic = settings.kafka.topics.detection_results.name
@@ -385,7 +380,7 @@ async def test_handle_takes_detections_and_results_and_dead_letters_garbage() ->
 
 async def test_every_group_of_every_event_is_decided_item_by_item_with_its_reason() -> None:
     """The TaskDecisions record of each event names what became of each group: sent, skipped, superseded, expired."""
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, llm_budget_per_s=1, budget_burst=1, min_group_size=2, max_task_age_s=2.0)
     topics = SchedulerSettings().kafka.topics
 
@@ -416,13 +411,13 @@ async def test_every_group_of_every_event_is_decided_item_by_item_with_its_reaso
     assert decided(await second) == [("g1", "skipped", "no_change", ""), ("g3", "superseded", "budget", "cam-1:2/g3")]
     await asyncio.sleep(0.05)
     assert not third.done()  # its g3 is still pending: the record must not be acknowledged yet
-    clock.now = T0 + 0.4 + 2.1  # frame 2 got too old before a token came
+    clock.advance_to(T0 + 0.4 + 2.1)  # frame 2 got too old before a token came
     gen.release()
     out = await third
     assert decided(out) == [("g3", "expired", "budget", "")]
     assert [o.topic for o in out] == [topics.task_decisions.name]
     # A backlog frame, already too old on arrival (e.g. redelivered after an outage), never waits.
-    backlog = handle(event(3, [group("g4", [7, 8])], at=clock.now - 2.5))
+    backlog = handle(event(3, [group("g4", [7, 8])], at=clock.now() - 2.5))
     assert decided(await backlog) == [("g4", "expired", "late", "")]
     assert gen.skipped["cam-1", "expired"] == 2
 
@@ -445,7 +440,7 @@ def test_a_zone_outside_the_unit_square_fails_naming_the_file_and_field(tmp_path
 
 
 async def test_a_redelivered_copy_of_a_waiting_event_shares_its_task_instead_of_replacing_it() -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     gen = generator(clock, min_group_interval_s=5.0, max_task_age_s=60)
     topics = SchedulerSettings().kafka.topics
     gen.observe_event(event(0, [group("g1", [1, 2])]))
@@ -456,7 +451,7 @@ async def test_a_redelivered_copy_of_a_waiting_event_shares_its_task_instead_of_
     again = asyncio.create_task(gen.handle(Record(topics.detection_results.name, 0, 1, b"cam-1", changed)))
     await asyncio.sleep(0.05)
     assert not first.done() and not again.done() and gen.pending == 1
-    clock.now = T0 + 5.0
+    clock.advance_to(T0 + 5.0)
     gen.release()
     for out in (await first, await again):
         (decisions,) = [o for o in out if o.topic == topics.task_decisions.name]

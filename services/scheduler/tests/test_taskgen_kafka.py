@@ -11,6 +11,7 @@ import pytest
 from riskwatch import events
 from riskwatch.bus import Consumer, Stage
 from riskwatch.bus.kafka import KafkaBus
+from riskwatch.clock import ManualClock
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.taskgen import TaskGenerator
@@ -19,14 +20,6 @@ from tests.support.stack import BOOTSTRAP
 pytestmark = pytest.mark.infra
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def detection(frame: int) -> bytes:
@@ -80,8 +73,8 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
             "taskgen": {"refresh_s": {"high": 3, "unassessed": 30}},
         }
     )
-    clock = Clock()
-    generator = TaskGenerator(settings, clock=clock)
+    clock = ManualClock(T0)
+    generator = TaskGenerator(settings, clock=clock.now)
     bus = KafkaBus(BOOTSTRAP)
     group = f"tg-{uuid.uuid4().hex[:10]}"
     stage = Stage(
@@ -108,7 +101,7 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
         await bus.publish(results, "cam-1", result.SerializeToString())
         await until(lambda: generator.last_verdict("cam-1", "g1") == "high")
 
-        clock.now = T0 + 3  # nothing changed, but a high verdict is refreshed after 3 s (unassessed: 30 s)
+        clock.advance_to(T0 + 3)  # nothing changed, but a high verdict is refreshed after 3 s (unassessed: 30 s)
         await bus.publish(detections, "cam-1", detection(3))
         (refresh,) = await next_tasks(out, 1)
         assert (refresh.reason, refresh.frame_id) == ("refresh", 3)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from riskwatch.ratelimit import TokenBucket
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.policy.triggers import Observation
 
@@ -60,10 +61,7 @@ class FairShareQueue:
         camera_interval: Callable[[str], float],
         camera_weight: Callable[[str], float],
     ) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._tokens = burst
-        self._refilled = now
+        self._budget = TokenBucket(rate, burst, now) if rate > 0 else None
         self._camera_interval = camera_interval
         self._camera_weight = camera_weight
         self._pending: dict[str, dict[str, PendingTask]] = {}
@@ -109,9 +107,9 @@ class FairShareQueue:
 
     def release(self, now: float) -> list[PendingTask]:
         """The tasks to send now, in order, within the budget and the per-camera and per-group intervals."""
-        self._refill(now)
         out: list[PendingTask] = []
-        while self._rate == 0 or self._tokens >= 1:
+        budget = self._budget
+        while budget is None or budget.wait_s(now) == 0:
             best: tuple[float, float, str, PendingTask] | None = None
             for camera_id, groups in self._pending.items():
                 if self._camera_next.get(camera_id, 0.0) > now:
@@ -135,15 +133,10 @@ class FairShareQueue:
                 self._camera_next[camera_id] = now + interval
             if not groups:
                 del self._pending[camera_id]
-            if self._rate > 0:
-                self._tokens -= 1
+            if budget is not None:
+                budget.take(now)
             out.append(item)
         for groups in self._pending.values():
             for item in groups.values():
                 item.held = self.waiting_for(item, now)
         return out
-
-    def _refill(self, now: float) -> None:
-        if self._rate > 0:
-            self._tokens = min(self._burst, self._tokens + max(now - self._refilled, 0.0) * self._rate)
-        self._refilled = now
