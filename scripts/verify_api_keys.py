@@ -1,4 +1,6 @@
-"""Make one minimal vision call with every key in config/api_keys.yaml and print a table; never prints a key.
+"""Make one minimal vision call with every key in the LLM scheduler's key file and print a table; never prints a key.
+
+The file is the one the scheduler reads (ALGO_API_KEYS_FILE, relative to --config-dir) unless --file names another.
 
 Exit status: 0 when at least --min-working keys answer (default 3), 1 otherwise, 2 for an invalid key file.
 """
@@ -15,7 +17,9 @@ import cv2
 import numpy as np
 import openai
 
+from riskwatch.config import load_settings
 from riskwatch.errors import ConfigError
+from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.keys_config import ApiKeyConfig, ApiKeysConfig, load_api_keys
 from riskwatch_scheduler.llm_client import default_client_factory
 from riskwatch_scheduler.prompt import DEFAULT_PROMPT, InvalidReply, build_messages, parse_reply
@@ -75,12 +79,13 @@ async def verify(config: ApiKeysConfig, timeout_s: float) -> list[tuple[str, str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", type=Path, default=Path("config/api_keys.yaml"))
+    parser.add_argument("--config-dir", type=Path, default=None, help="directory of the YAML files (default: config)")
+    parser.add_argument("--file", type=Path, default=None, help="key file (default: the scheduler's api_keys_file)")
     parser.add_argument("--min-working", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     args = parser.parse_args()
     try:
-        config = load_api_keys(args.file)
+        config = load_api_keys(args.file or load_settings(SchedulerSettings, args.config_dir).api_keys_file)
     except ConfigError as exc:
         print(f"invalid key file:\n{exc}", file=sys.stderr)
         return 2

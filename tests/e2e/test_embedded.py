@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from riskwatch.config import load_settings
 from riskwatch.v1 import events_pb2
 from riskwatch_embedded.app import EmbeddedSystem
-from riskwatch_gateway.config import GatewaySettings
+from riskwatch_embedded.config import EmbeddedSettings
 from tests.support.clients import WsRecorder, add_push_camera, get_state, push_frames
 from tests.support.frames import video_frames
 from tests.support.stack import REPO, VIDEO, free_port
@@ -26,8 +25,7 @@ async def system(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EmbeddedSyste
     monkeypatch.setenv("ALGO_GATEWAY__HTTP_PORT", "0")
     monkeypatch.setenv("ALGO_CAMERAS__CAMERAS", "[]")
     monkeypatch.setenv("RW_LLM_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
-    settings = load_settings(GatewaySettings, REPO / "config")
-    embedded = EmbeddedSystem(settings, REPO / "config")
+    embedded = EmbeddedSystem(EmbeddedSettings.load(REPO / "config"))
     await embedded.start()
     try:
         yield embedded

@@ -1,22 +1,20 @@
-"""The model of config/kafka.yaml: broker addresses, topics, consumer groups and stage tuning."""
+"""The model of config/kafka.yaml: broker addresses, topics, consumer groups and client properties."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from riskwatch.config.base import FrozenModel
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TopicConfig(_Frozen):
+class TopicConfig(FrozenModel):
     name: str = Field(min_length=1)
     partitions: int = Field(default=16, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
 
 
-class Topics(_Frozen):
+class Topics(FrozenModel):
     detection_results: TopicConfig = TopicConfig(name="detection-results")
     assessment_tasks: TopicConfig = TopicConfig(name="assessment-tasks")
     risk_assessment_results: TopicConfig = TopicConfig(name="risk-assessment-results")
@@ -34,27 +32,23 @@ class Topics(_Frozen):
         return topic + self.dead_letter_suffix
 
 
-class ConsumerGroups(_Frozen):
+class ConsumerGroups(FrozenModel):
     task_generator: str = "riskwatch-task-generator"
     scheduler: str = "riskwatch-llm-scheduler"
     aggregator: str = "riskwatch-aggregator"
 
 
-class SchedulerTuning(_Frozen):
-    max_concurrent_tasks: int = Field(default=200, ge=1, le=10_000)
-    task_deadline_s: float = Field(default=30.0, gt=0)
-
-
-class KafkaConfig(_Frozen):
-    bootstrap_servers: list[str] = ["127.0.0.1:9092"]
+class KafkaConfig(FrozenModel):
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
     topics: Topics = Topics()
     consumer_groups: ConsumerGroups = ConsumerGroups()
-    scheduler: SchedulerTuning = SchedulerTuning()
     # librdkafka properties passed through to every client (e.g. security.protocol, sasl.*).
-    client_properties: dict[str, str] = {}
+    client_properties: dict[str, str] = Field(default_factory=dict)
     # ... and to consumers only. A member that died (kill -9) is noticed after session.timeout.ms; librdkafka's
     # 45 s default would leave its partitions idle that long after a restart.
-    consumer_properties: dict[str, str] = {"session.timeout.ms": "10000", "heartbeat.interval.ms": "2000"}
+    consumer_properties: dict[str, str] = Field(
+        default_factory=lambda: {"session.timeout.ms": "10000", "heartbeat.interval.ms": "2000"}
+    )
     # Static group membership (KIP-345): this replica's stable name, unique among the replicas of each stage (e.g.
     # the host name). A replica restarted under the same name gets its partitions back at once, instead of after
     # session.timeout.ms. None: dynamic membership.

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from riskwatch.config.settings import CommonSettings
+from riskwatch.config.settings import CommonSettings, apply_renames
 from riskwatch.errors import ConfigError
 
 S = TypeVar("S", bound=CommonSettings)
+log = logging.getLogger(__name__)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -51,21 +56,77 @@ def _loc_part(part: str | int) -> str:
 
 
 def load_settings(settings_cls: type[S], config_dir: Path | str | None = None) -> S:
-    """Validate each YAML section against its model (naming the file), then apply the environment on top."""
-    directory = Path(config_dir or os.environ.get("ALGO_CONFIG_DIR", "config"))
+    """Validate each YAML section against its model (naming the file), apply the environment on top, then read the
+    service's other files (`CommonSettings.load_files`)."""
+    return _load(settings_cls, _directory(config_dir), _Reads())
+
+
+class SettingsBook:
+    """The settings of several services, loaded together by `load_all`; `book[DetectorSettings]` is typed."""
+
+    def __init__(self, by_class: Mapping[type[CommonSettings], CommonSettings]) -> None:
+        self._by_class = dict(by_class)
+
+    def __getitem__(self, settings_cls: type[S]) -> S:
+        settings = self._by_class.get(settings_cls)
+        if not isinstance(settings, settings_cls):
+            raise KeyError(f"{settings_cls.__name__} was not loaded (pass it to load_all)")
+        return settings
+
+
+def load_all(config_dir: Path | str | None, *settings_classes: type[CommonSettings]) -> SettingsBook:
+    """Every given service's settings from one config dir, each file read once (embedded mode runs them all in one
+    process); one ConfigError lists the problems of all of them."""
+    directory, reads = _directory(config_dir), _Reads()
+    loaded: dict[type[CommonSettings], CommonSettings] = {}
+    problems: list[str] = []
+    for settings_cls in settings_classes:
+        try:
+            loaded[settings_cls] = _load(settings_cls, directory, reads)
+        except ConfigError as exc:
+            problems.extend(line for line in str(exc).splitlines() if line not in problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return SettingsBook(loaded)
+
+
+@dataclass
+class _Reads:
+    """What one load has read so far: each file is parsed once, each deprecation said once."""
+
+    files: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+
+    def yaml(self, path: Path) -> dict[str, Any]:
+        if path not in self.files:
+            self.files[path] = load_yaml(path)
+        return copy.deepcopy(self.files[path])
+
+    def warn(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            log.warning("%s", message)
+
+
+def _directory(config_dir: Path | str | None) -> Path:
+    return Path(config_dir or os.environ.get("ALGO_CONFIG_DIR", "config"))
+
+
+def _load(settings_cls: type[S], directory: Path, reads: _Reads) -> S:
     sections: dict[str, Any] = {"config_dir": directory}
-    for field, filename in settings_cls.yaml_sections.items():
-        path = directory / filename
-        raw = load_yaml(path)
-        model = settings_cls.model_fields[field].annotation
+    for field_name, filename in settings_cls.yaml_sections.items():
+        sections[field_name] = reads.yaml(directory / filename)
+    for message in apply_renames(settings_cls, sections):
+        reads.warn(message)
+    for field_name, filename in settings_cls.yaml_sections.items():
+        model = settings_cls.model_fields[field_name].annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
             try:
-                model.model_validate(raw)
+                model.model_validate(sections[field_name])
             except ValidationError as exc:
-                raise ConfigError(format_errors(exc, str(path))) from exc
-        sections[field] = raw
+                raise ConfigError(format_errors(exc, str(directory / filename))) from exc
     try:
-        return settings_cls(**sections)
+        settings = settings_cls(**sections)
     except ValidationError as exc:
         # The files were valid on their own, so the environment (ALGO_*) or .env caused this.
         lines = []
@@ -73,3 +134,5 @@ def load_settings(settings_cls: type[S], config_dir: Path | str | None = None) -
             env_name = "ALGO_" + "__".join(str(p) for p in item["loc"]).upper()
             lines.append(f"environment {env_name}: {item['msg']}")
         raise ConfigError("\n".join(lines)) from exc
+    settings.load_files()
+    return settings

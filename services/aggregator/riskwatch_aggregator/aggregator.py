@@ -26,8 +26,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from prometheus_client import Counter, Gauge
-
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.cache import Cache, keys
@@ -36,15 +34,10 @@ from riskwatch.retry import RetryCallState, retrying
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorSettings
+from riskwatch_aggregator.metrics import CACHE_BACKLOG, CACHE_UP, CAMERA_RISK, RESULTS_IGNORED, STATE_CHANGES
 from riskwatch_aggregator.state import Outcome, RiskStateBook
 
 log = logging.getLogger(__name__)
-
-STATE_CHANGES = Counter("riskwatch_risk_state_changes_total", "Camera risk state changes", ["camera_id"])
-RESULTS_IGNORED = Counter("riskwatch_results_ignored_total", "Results that changed nothing", ["reason"])
-CAMERA_RISK = Gauge("riskwatch_camera_risk_level", "Camera's maximum risk level (0 none .. 3 high)", ["camera_id"])
-CACHE_BACKLOG = Gauge("riskwatch_cache_backlog", "Cameras whose state waits to be written to the cache")
-CACHE_UP = Gauge("riskwatch_aggregator_cache_up", "1 when the last cache write succeeded, else 0")
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from riskwatch.config import CommonSettings
+from riskwatch.config import CommonSettings, FrozenModel, Renamed
 
 
-class AggregatorConfig(BaseModel):
+class AggregatorConfig(FrozenModel):
     """config/aggregator.yaml: how risk state is kept (every field is documented there)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     group_ttl_s: float = Field(default=120.0, gt=0)
     deescalate_hold_s: float = Field(default=10.0, ge=0)
@@ -20,8 +18,7 @@ class AggregatorConfig(BaseModel):
     recent_task_ids: int = Field(default=4096, ge=16)
     cache_retry_s: float = Field(default=0.5, gt=0)
     cache_retry_max_s: float = Field(default=10.0, gt=0)
-    max_unpersisted: int = Field(default=1000, ge=1)
-    drain_timeout_s: float = Field(default=10.0, gt=0)
+    max_records_in_flight: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _retry_order(self) -> AggregatorConfig:
@@ -32,5 +29,11 @@ class AggregatorConfig(BaseModel):
 
 class AggregatorSettings(CommonSettings):
     yaml_sections: ClassVar[dict[str, str]] = {**CommonSettings.yaml_sections, "aggregator": "aggregator.yaml"}
+    renamed: ClassVar[tuple[Renamed, ...]] = (
+        *CommonSettings.renamed,
+        Renamed("aggregator.max_unpersisted", "aggregator.max_records_in_flight"),
+        Renamed("aggregator.drain_timeout_s", "shutdown_grace_s"),
+    )
 
     aggregator: AggregatorConfig = AggregatorConfig()
+    shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)

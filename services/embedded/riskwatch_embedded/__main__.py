@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from riskwatch.cli import main
+from riskwatch.cli import Command, add_config_dir, run_command
 from riskwatch_embedded.app import run
-from riskwatch_gateway.config import GatewaySettings
+from riskwatch_embedded.config import EmbeddedSettings
 
 if __name__ == "__main__":
-    raise SystemExit(main(GatewaySettings, run, "riskwatch_embedded"))
+    raise SystemExit(run_command("riskwatch_embedded", Command(run, EmbeddedSettings.from_args, add_config_dir)))

@@ -4,25 +4,20 @@ no Kafka, no Redis."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from urllib.parse import urlparse
 
 from riskwatch.cache import InMemoryCache
-from riskwatch.config import load_settings
 from riskwatch.errors import ConfigError
 from riskwatch.lifecycle import Service, run_until_signalled
 from riskwatch.runtime import memory_bus
 from riskwatch_aggregator.app import AggregatorApp
-from riskwatch_aggregator.config import AggregatorSettings
-from riskwatch_detector.config import DetectorSettings
 from riskwatch_detector.service import Detector
+from riskwatch_embedded.config import EmbeddedSettings
 from riskwatch_gateway.app import GatewayApp
-from riskwatch_gateway.config import GatewaySettings
 from riskwatch_llmsim import SimulatorConfig, start_simulator
 from riskwatch_llmsim.server import RunningSimulator
 from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
-from riskwatch_scheduler.config import SchedulerSettings
-from riskwatch_scheduler.keys_config import ApiKeysConfig, load_api_keys
+from riskwatch_scheduler.keys_config import ApiKeysConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +25,18 @@ log = logging.getLogger(__name__)
 class EmbeddedSystem:
     """The same stage objects as streaming mode, sharing one in-memory bus and cache."""
 
-    def __init__(self, settings: GatewaySettings, config_dir: Path | None = None) -> None:
-        directory = config_dir or settings.config_dir
-        self.settings = settings
-        self.bus = memory_bus(settings)
+    def __init__(self, settings: EmbeddedSettings) -> None:
+        self.settings = settings.gateway
+        self.bus = memory_bus(settings.gateway)
         self.cache = InMemoryCache()
-        scheduler_settings = load_settings(SchedulerSettings, directory)
-        self.simulator_config, self.simulator_port = simulator_for(load_api_keys(scheduler_settings.api_keys_file))
+        self.simulator_config, self.simulator_port = simulator_for(settings.scheduler.api_keys)
         self.simulator: RunningSimulator | None = None
-        self.aggregator = AggregatorApp(load_settings(AggregatorSettings, directory), self.bus, self.cache)
-        self.scheduler = LlmSchedulerApp(scheduler_settings, self.bus, build_llm_client(scheduler_settings), self.cache)
-        self.task_generator = TaskGeneratorApp(scheduler_settings, self.bus, self.cache)
-        self.detector = Detector.from_settings(load_settings(DetectorSettings, directory), self.bus)
-        self.gateway = GatewayApp(settings, self.detector, self.cache)
+        self.aggregator = AggregatorApp(settings.aggregator, self.bus, self.cache)
+        scheduler = settings.scheduler
+        self.scheduler = LlmSchedulerApp(scheduler, self.bus, build_llm_client(scheduler), self.cache)
+        self.task_generator = TaskGeneratorApp(scheduler, self.bus, self.cache)
+        self.detector = Detector.from_settings(settings.detector, self.bus)
+        self.gateway = GatewayApp(settings.gateway, self.detector, self.cache)
         # Started in this order, stopped in reverse: consumers are ready before anything produces.
         self._services: list[Service] = [
             self.aggregator,
@@ -79,9 +73,9 @@ def simulator_for(api_keys: ApiKeysConfig) -> tuple[SimulatorConfig, int]:
     return SimulatorConfig(keys=keys), url.port or 80
 
 
-async def run(settings: GatewaySettings) -> None:
+async def run(settings: EmbeddedSettings) -> None:
     """`python -m riskwatch_embedded` until SIGTERM/SIGINT."""
-    if settings.enable_kafka_streaming:
+    if settings.gateway.enable_kafka_streaming:
         raise ConfigError(
             "python -m riskwatch_embedded runs every stage in one process without Kafka; unset "
             "ALGO_ENABLE_KAFKA_STREAMING, or start the streaming services (scripts/start_streaming_services.sh)"

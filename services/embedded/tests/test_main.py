@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from riskwatch.config import load_settings
 from riskwatch_embedded.app import simulator_for
-from riskwatch_scheduler.config import SchedulerSettings
-from riskwatch_scheduler.keys_config import load_api_keys
+from riskwatch_embedded.config import EmbeddedSettings
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -36,6 +34,19 @@ def test_validate_config_accepts_the_shipped_files() -> None:
     assert "riskwatch_embedded: configuration OK" in result.stdout
 
 
+def test_validate_config_checks_every_stage_file_and_names_a_bad_one(tmp_path: Path) -> None:
+    for path in (REPO / "config").glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "api_keys.yaml").write_text("keys:\n  - {id: k1, api_key: secret-value-123, qps_limit: 0}\n")
+    result = _run("--validate-config", "--config-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "api_keys.yaml" in result.stderr and "qps_limit" in result.stderr
+    assert "secret-value-123" not in result.stderr
+    ok = _run("--validate-config")
+    for name in ("gateway.yaml", "detector.yaml", "taskgen.yaml", "aggregator.yaml", "api_keys.yaml", "prompts.yaml"):
+        assert name in ok.stdout
+
+
 def test_with_streaming_enabled_it_exits_2_and_points_to_the_streaming_services() -> None:
     result = _run(ALGO_ENABLE_KAFKA_STREAMING="true")
     assert result.returncode == 2, result.stderr
@@ -43,8 +54,7 @@ def test_with_streaming_enabled_it_exits_2_and_points_to_the_streaming_services(
 
 
 def test_the_simulator_knows_every_configured_key_and_listens_where_they_point() -> None:
-    settings = load_settings(SchedulerSettings, REPO / "config")
-    api_keys = load_api_keys(settings.api_keys_file)
+    api_keys = EmbeddedSettings.load(REPO / "config").scheduler.api_keys
     simulator, port = simulator_for(api_keys)
     assert set(simulator.keys) == {key.id for key in api_keys.keys}
     assert f":{port}" in api_keys.default_base_url

@@ -133,7 +133,7 @@ class GatewayApp:
                 ws_max_size=1024 * 1024,
                 ws_ping_interval=20.0,
                 ws_ping_timeout=20.0,
-                timeout_graceful_shutdown=3,
+                timeout_graceful_shutdown=max(1, round(self.settings.shutdown_grace_s)),
             )
         )
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]), name="http")
@@ -157,7 +157,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
         if self._grpc is not None:
-            await self._grpc.stop(grace=self.settings.gateway.shutdown_grace_s)
+            await self._grpc.stop(grace=self.settings.shutdown_grace_s)
         for task in self._tickers:
             task.cancel()
         await asyncio.gather(*self._tickers, return_exceptions=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from riskwatch.config import CommonSettings
+from riskwatch.config import CommonSettings, FrozenModel
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -34,10 +34,8 @@ def source_kind(source: str) -> SourceKind:
     return SourceKind.FILE
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(FrozenModel):
     """One camera: where its frames come from and how often it is sampled."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="letters, digits, '_', '.', ':', '-'; at most 64")
     # A file path, an rtsp:// or http(s):// URL, "device:<index>", or "push" (frames arrive over gRPC).
@@ -59,12 +57,10 @@ class CameraConfig(BaseModel):
         return source_kind(self.source)
 
 
-class CamerasConfig(BaseModel):
+class CamerasConfig(FrozenModel):
     """The model of config/cameras.yaml."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cameras: list[CameraConfig] = []
+    cameras: list[CameraConfig] = Field(default_factory=list)
 
     @field_validator("cameras")
     @classmethod
@@ -77,18 +73,14 @@ class CamerasConfig(BaseModel):
         return value
 
 
-class GatewayConfig(BaseModel):
+class GatewayConfig(FrozenModel):
     """The model of config/gateway.yaml."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     grpc_host: str = "127.0.0.1"
     # 0 = any free port (tests); the bound port is Gateway.grpc_port.
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
-    # How long a stopping gateway lets open gRPC calls finish.
-    shutdown_grace_s: float = Field(default=2.0, ge=0)
     # The detector's gRPC address, used in streaming mode.
     detector_address: str = "127.0.0.1:50052"
     detector_timeout_s: float = Field(default=10.0, gt=0)
@@ -118,7 +110,7 @@ class GatewayConfig(BaseModel):
     # None disables authentication; otherwise REST, WebSocket and gRPC need it (health and reflection don't).
     auth_token: SecretStr | None = None
     # Browser origins allowed for WebSocket/REST; [] = same origin only, ["*"] = any.
-    allowed_origins: list[str] = []
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class GatewaySettings(CommonSettings):
@@ -130,6 +122,8 @@ class GatewaySettings(CommonSettings):
 
     gateway: GatewayConfig = GatewayConfig()
     cameras: CamerasConfig = CamerasConfig()
+    # How long a stopping gateway lets open HTTP and gRPC calls finish.
+    shutdown_grace_s: float = Field(default=3.0, ge=0, le=3600)
 
     @property
     def camera_list(self) -> list[CameraConfig]:

@@ -1,14 +1,21 @@
-"""Simulator configuration: keys, rate limits, latency and fault injection, plus runtime patches."""
+"""Simulator configuration: keys, rate limits, latency and fault injection, plus runtime patches; and the settings of
+`python -m riskwatch_llmsim` (its flags layered over --config)."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import yaml
+from pydantic import Field, SecretStr, ValidationError, model_validator
+
+from riskwatch.config import FrozenModel
+from riskwatch.errors import ConfigError
 
 UNKNOWN_LABEL_PREFIX = "unknown-"
 ANONYMOUS_LABEL = "anonymous"
@@ -33,10 +40,8 @@ DEFAULT_INVALID_JSON_MODES = (
 )
 
 
-class KeyPolicy(BaseModel):
+class KeyPolicy(FrozenModel):
     """Per-key overrides; a field left as None inherits the global setting."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     qps: float | None = Field(default=None, gt=0)
     rpm: float | None = Field(default=None, gt=0)
@@ -62,10 +67,8 @@ class EffectivePolicy:
     latency_sigma: float
 
 
-class SimulatorConfig(BaseModel):
+class SimulatorConfig(FrozenModel):
     """Everything the simulator does, validated once; change it at runtime with `apply_patch`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # label -> bearer token; stats, logs and errors only ever show the label
     keys: dict[str, SecretStr] = Field(default_factory=dict)
@@ -208,10 +211,133 @@ def _merge_keys(current: Mapping[str, SecretStr], value: Any) -> dict[str, Any]:
     return merged
 
 
-def _describe_validation_error(error: ValidationError) -> str:
+def _describe_validation_error(error: ValidationError, source: Path | None = None, separator: str = "; ") -> str:
     # pydantic's own message echoes input values, which for `keys` would be tokens
     parts = []
+    prefix = f"{source} or its flags: " if source is not None else ""
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "config"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+        parts.append(f"{prefix}{where}: {item['msg']}")
+    return separator.join(parts)
+
+
+class SimulatorSettings(FrozenModel):
+    """The process: where it listens, how it logs, and the simulator's configuration (no ALGO_* variables)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=0, le=65535)
+    config_file: Path | None = None
+    simulator: SimulatorConfig = SimulatorConfig()
+    log_level: str = "INFO"
+    log_json: bool = False
+    log_file: Path | None = None
+    metrics_port: int = 0
+    # How long open requests (a hanging "timeout" fault included) may take after SIGTERM.
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=3600)
+
+    def config_files(self) -> list[Path]:
+        return [] if self.config_file is None else [self.config_file]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's flags; each overrides --config, and an unset flag keeps the file's (or the built-in) value."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8400, help="0 picks a free port (default 8400)")
+    parser.add_argument("--config", type=Path, help="YAML or JSON file holding SimulatorConfig fields")
+    parser.add_argument("--keys", help="label=token pairs, comma-separated: key-001=sim-key-001,key-002=...")
+    parser.add_argument("--strict-keys", action="store_true", default=None, help="401 for unlisted tokens")
+    parser.add_argument("--qps", type=float, help="default per-key requests per second (0 = unlimited)")
+    parser.add_argument("--rpm", type=float, help="default per-key requests per minute (0 = unlimited)")
+    parser.add_argument("--grace", type=float, dest="rate_limit_grace_s", help="rate-limit grace in seconds")
+    parser.add_argument("--latency-median", type=float, dest="latency_median_s", help="seconds (default 1.0)")
+    parser.add_argument("--latency-sigma", type=float, dest="latency_sigma", help="lognormal sigma (0.35)")
+    parser.add_argument("--latency-max", type=float, dest="latency_max_s", help="latency cap in seconds (30)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--fault-5xx", type=float, dest="fault_5xx", help="probability of a 500/503")
+    parser.add_argument("--fault-timeout", type=float, dest="fault_timeout", help="probability of a hang")
+    parser.add_argument("--fault-invalid-json", type=float, dest="fault_invalid_json", help="probability")
+    parser.add_argument(
+        "--invalid-json-modes",
+        help=f"comma-separated subset of {','.join(mode.value for mode in InvalidJsonMode)}",
+    )
+    parser.add_argument("--timeout-hang", type=float, dest="timeout_hang_s", help="hang length in seconds")
+    parser.add_argument("--revoked", help="comma-separated key labels answering 401")
+    parser.add_argument("--models", help="comma-separated accepted model names (default: any)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
+    """The flags layered over the --config file; ConfigError (naming the file or flag, never a token) if invalid."""
+    try:
+        return SimulatorSettings(
+            host=args.host,
+            port=args.port,
+            config_file=args.config,
+            simulator=config_from_args(args),
+            log_level=args.log_level,
+        )
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error, args.config, "\n")) from None
+    except OSError as error:
+        raise ConfigError(f"{args.config}: cannot be read ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        # The problem and its line only: PyYAML's snippet of the line could show a token.
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{args.config}{where}: not valid YAML ({getattr(error, 'problem', None)})") from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+_FLAG_FIELDS = (
+    "strict_keys",
+    "rate_limit_grace_s",
+    "latency_median_s",
+    "latency_sigma",
+    "latency_max_s",
+    "seed",
+    "fault_5xx",
+    "fault_timeout",
+    "fault_invalid_json",
+    "timeout_hang_s",
+)
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """Layer the flags over the --config file; raises ValueError/ValidationError if invalid."""
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of SimulatorConfig fields")
+        data.update(loaded)
+    for name in _FLAG_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value
+    for name in ("qps", "rpm"):
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value if value > 0 else None
+    if args.keys:
+        keys = dict(data.get("keys") or {})
+        for pair in _split(args.keys):
+            label, sep, token = pair.partition("=")
+            if not sep:
+                raise ValueError(f"--keys: expected label=token, got an entry without '=' (label {label!r})")
+            keys[label.strip()] = token.strip()
+        data["keys"] = keys
+    if args.invalid_json_modes:
+        data["invalid_json_modes"] = _split(args.invalid_json_modes)
+    if args.models:
+        data["models"] = _split(args.models)
+    if args.revoked:
+        per_key = dict(data.get("per_key") or {})
+        for label in _split(args.revoked):
+            per_key[label] = {**per_key.get(label, {}), "revoked": True}
+        data["per_key"] = per_key
+    return SimulatorConfig.model_validate(data)
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import signal
@@ -11,18 +12,24 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from riskwatch_llmsim.__main__ import build_parser, config_from_args, main
+from riskwatch_llmsim.__main__ import main
+from riskwatch_llmsim.config import SimulatorConfig, add_arguments, settings_from_args
+
+
+def config_from_flags(argv: list[str]) -> SimulatorConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from_args(parser.parse_args(argv)).simulator
 
 
 def test_flags_become_configuration() -> None:
-    args = build_parser().parse_args(
+    config = config_from_flags(
         [
             "--keys", "key-001=sim-key-001,key-002=sim-key-002",
             "--qps", "5", "--rpm", "0", "--seed", "4", "--fault-5xx", "0.1",
             "--revoked", "key-002", "--latency-median", "0.2", "--invalid-json-modes", "prose,fenced",
         ]
     )  # fmt: skip
-    config = config_from_args(args)
     assert sorted(config.keys) == ["key-001", "key-002"]
     assert config.keys["key-001"].get_secret_value() == "sim-key-001"
     assert (config.qps, config.rpm, config.seed, config.fault_5xx) == (5, None, 4, 0.1)
@@ -34,7 +41,7 @@ def test_flags_become_configuration() -> None:
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "llmsim.yaml"
     path.write_text("keys: {key-001: sim-key-001}\nqps: 3\nfault_5xx: 0.2\nper_key: {key-001: {rpm: 30}}\n")
-    config = config_from_args(build_parser().parse_args(["--config", str(path), "--fault-5xx", "0.05"]))
+    config = config_from_flags(["--config", str(path), "--fault-5xx", "0.05"])
     assert (config.qps, config.fault_5xx) == (3, 0.05)
     assert config.policy_for("key-001").rpm == 30
 
@@ -66,3 +73,26 @@ async def test_serves_until_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_validate_config_checks_the_file_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "llmsim.yaml"
+    path.write_text("keys: {key-001: tok-SECRET}\nqps: 0\n")
+    assert main(["--config", str(path), "--validate-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} or its flags: qps: Input should be greater than 0" in err
+    assert "tok-SECRET" not in err
+    path.write_text("keys: {key-001: tok-SECRET}\nqps: 3\n")
+    assert main(["--config", str(path), "--validate-config"]) == 0
+    assert f"configuration OK ({path})" in capsys.readouterr().out
+
+
+def test_unreadable_config_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "llmsim.yaml"
+    path.write_text("keys: {key-001: tok-SECRET\n")
+    assert main(["--config", str(path)]) == 2
+    assert main(["--config", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} line 2: not valid YAML" in err
+    assert "absent.yaml: cannot be read" in err
+    assert "tok-SECRET" not in err

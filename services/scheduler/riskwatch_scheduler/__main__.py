@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
-from riskwatch.cli import main
-from riskwatch.lifecycle import run_until_signalled
-from riskwatch.runtime import connect_bus, make_cache
-from riskwatch_scheduler.app import LlmSchedulerApp, TaskGeneratorApp, build_llm_client
-from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch.cli import Command, main_commands
+from riskwatch_scheduler.app import run_llm_scheduler, run_task_generator
+from riskwatch_scheduler.config import LlmSchedulerSettings, SchedulerSettings
 
-
-async def run_task_generator(settings: SchedulerSettings) -> None:
-    bus = await connect_bus(settings)
-    cache = make_cache(settings)
-    try:
-        await run_until_signalled(TaskGeneratorApp(settings, bus, cache))
-    finally:
-        await bus.close()
-        await cache.close()
-
-
-async def run_llm_scheduler(settings: SchedulerSettings) -> None:
-    llm = build_llm_client(settings)
-    bus = await connect_bus(settings)
-    cache = make_cache(settings)
-    try:
-        await run_until_signalled(LlmSchedulerApp(settings, bus, llm, cache))
-    finally:
-        await bus.close()
-        await cache.close()
-
-
-ENTRY_POINTS = {"task-generator": run_task_generator, "llm-scheduler": run_llm_scheduler}
+COMMANDS: dict[str, Command[Any]] = {
+    "task-generator": Command.from_settings(
+        SchedulerSettings, run_task_generator, "decide which detected groups get an LLM look, and when"
+    ),
+    "llm-scheduler": Command.from_settings(
+        LlmSchedulerSettings, run_llm_scheduler, "assess tasks with the vision LLM through the API key pool"
+    ),
+}
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ENTRY_POINTS:
-        print(f"usage: python -m riskwatch_scheduler {{{'|'.join(ENTRY_POINTS)}}} [--config-dir DIR]", file=sys.stderr)
-        raise SystemExit(2)
-    stage = sys.argv[1]
-    raise SystemExit(main(SchedulerSettings, ENTRY_POINTS[stage], f"riskwatch_scheduler {stage}", sys.argv[2:]))
+    raise SystemExit(main_commands("riskwatch_scheduler", COMMANDS))

@@ -1,33 +1,22 @@
-"""Wire the two stages of this package from settings: the task generator and the LLM scheduler."""
+"""The two stages of this package, each owning its start and stop: the task generator and the LLM scheduler."""
 
 from __future__ import annotations
 
 from riskwatch.bus import EventBus, Stage
 from riskwatch.cache import Cache
-from riskwatch.config import load_yaml
-from riskwatch.errors import ConfigError
+from riskwatch.lifecycle import run_until_signalled
+from riskwatch.runtime import connect_bus, make_cache
 from riskwatch.telemetry.health import HealthPublisher
-from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.config import LlmSchedulerSettings, SchedulerSettings
 from riskwatch_scheduler.keypool import KeyState
-from riskwatch_scheduler.keys_config import ApiKeysConfigError, load_api_keys
 from riskwatch_scheduler.llm_client import LlmClient
-from riskwatch_scheduler.prompt import DEFAULT_PROMPT, PromptBook
 from riskwatch_scheduler.scheduler import LlmScheduler
 from riskwatch_scheduler.taskgen import TaskGenerator
 
 
 def build_llm_client(settings: SchedulerSettings) -> LlmClient:
     """The LLM client over the key pool of `api_keys_file`, with the prompts of `prompts_file` (optional)."""
-    try:
-        api_keys = load_api_keys(settings.api_keys_file)
-    except ApiKeysConfigError as exc:
-        raise ConfigError(str(exc)) from exc
-    prompts = load_yaml(settings.prompts_file)
-    unknown = set(prompts) - {"default", "per_camera"}
-    if unknown:
-        raise ConfigError(f"{settings.prompts_file}: {', '.join(sorted(unknown))}: unknown field (default, per_camera)")
-    book = PromptBook(default=prompts.get("default") or DEFAULT_PROMPT, per_camera=prompts.get("per_camera") or {})
-    return LlmClient.from_config(api_keys, prompts=book)
+    return LlmClient.from_config(settings.api_keys, prompts=settings.prompts.book())
 
 
 class TaskGeneratorApp:
@@ -45,6 +34,7 @@ class TaskGeneratorApp:
             group=group,
             # Records wait until their groups are resolved; started in order, so the policy sees them in order.
             concurrency=settings.taskgen.max_records_in_flight,
+            drain_timeout_s=settings.shutdown_grace_s,
         )
         self.health = HealthPublisher(cache, "task-generator", self.stage.health)
 
@@ -60,7 +50,7 @@ class TaskGeneratorApp:
 
 
 class LlmSchedulerApp:
-    """Consumes tasks with up to `scheduler.max_concurrent_tasks` in flight; results are published before commit."""
+    """Consumes tasks, up to scheduler.yaml's `max_records_in_flight` at once; results are published before commit."""
 
     def __init__(self, settings: SchedulerSettings, bus: EventBus, llm: LlmClient, cache: Cache) -> None:
         topics = settings.kafka.topics
@@ -74,7 +64,8 @@ class LlmSchedulerApp:
             self.scheduler.handle,
             dead_letter_topic=topics.dead_letter,
             group=group,
-            concurrency=settings.kafka.scheduler.max_concurrent_tasks,
+            concurrency=settings.scheduler.max_records_in_flight,
+            drain_timeout_s=settings.shutdown_grace_s,
         )
         self.health = HealthPublisher(cache, "llm-scheduler", self._health)
 
@@ -99,3 +90,24 @@ class LlmSchedulerApp:
         await self.health.stop()
         await self.stage.stop()
         await self.llm.close()
+
+
+async def run_task_generator(settings: SchedulerSettings) -> None:
+    bus = await connect_bus(settings)
+    cache = make_cache(settings)
+    try:
+        await run_until_signalled(TaskGeneratorApp(settings, bus, cache))
+    finally:
+        await bus.close()
+        await cache.close()
+
+
+async def run_llm_scheduler(settings: LlmSchedulerSettings) -> None:
+    llm = build_llm_client(settings)
+    bus = await connect_bus(settings)
+    cache = make_cache(settings)
+    try:
+        await run_until_signalled(LlmSchedulerApp(settings, bus, llm, cache))
+    finally:
+        await bus.close()
+        await cache.close()

@@ -1,13 +1,18 @@
-"""Settings of the task generator and the LLM scheduler (one class, two entry points)."""
+"""Settings of the task generator and the LLM scheduler (one class per entry point, the LLM scheduler's reading more
+files)."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError
 
-from riskwatch.config import CommonSettings
+from riskwatch.config import CommonSettings, ConfigFile, FrozenModel, load_yaml
+from riskwatch.config.loader import format_errors
+from riskwatch.errors import ConfigError
+from riskwatch_scheduler.keys_config import ApiKeysConfig, load_api_keys
 from riskwatch_scheduler.policy.settings import (
     DEFAULT_THRESHOLDS,
     NO_CAMERA_OVERRIDES,
@@ -16,15 +21,14 @@ from riskwatch_scheduler.policy.settings import (
     RefreshIntervals,
     ThresholdRule,
 )
+from riskwatch_scheduler.prompt import DEFAULT_PROMPT, PromptBook
 
 
-class TaskGeneratorConfig(BaseModel):
+class TaskGeneratorConfig(FrozenModel):
     """config/taskgen.yaml: which groups are worth an LLM call, and how the LLM budget is shared.
 
     Every field is documented in config/taskgen.yaml; the nested models are in policy/settings.py.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     min_group_size: int = Field(default=1, ge=1)
     membership_min_jaccard: float = Field(default=0.3, ge=0, le=1)
@@ -39,16 +43,60 @@ class TaskGeneratorConfig(BaseModel):
     group_idle_s: float = Field(default=60.0, gt=0)
     max_records_in_flight: int = Field(default=2000, ge=1)
     priority: PriorityWeights = PriorityWeights()
-    cameras: dict[str, CameraPolicy] = {}
+    cameras: dict[str, CameraPolicy] = Field(default_factory=dict)
 
     def camera(self, camera_id: str) -> CameraPolicy:
         return self.cameras.get(camera_id, NO_CAMERA_OVERRIDES)
 
 
+class LlmSchedulerConfig(FrozenModel):
+    """config/scheduler.yaml: how hard the LLM scheduler works (every field is documented there)."""
+
+    max_records_in_flight: int = Field(default=200, ge=1, le=10_000)
+    task_deadline_s: float = Field(default=30.0, gt=0)
+
+
+class PromptsConfig(FrozenModel):
+    """config/prompts.yaml (optional): the global prompt and per-camera overrides."""
+
+    default: str | None = None
+    per_camera: dict[str, str] = Field(default_factory=dict)
+
+    def book(self) -> PromptBook:
+        return PromptBook(default=self.default or DEFAULT_PROMPT, per_camera=self.per_camera)
+
+
 class SchedulerSettings(CommonSettings):
-    yaml_sections: ClassVar[dict[str, str]] = {**CommonSettings.yaml_sections, "taskgen": "taskgen.yaml"}
+    """What both stages read; `api_keys` and `prompts` are read on first use (see LlmSchedulerSettings)."""
+
+    yaml_sections: ClassVar[dict[str, str]] = {
+        **CommonSettings.yaml_sections,
+        "taskgen": "taskgen.yaml",
+        "scheduler": "scheduler.yaml",
+    }
 
     taskgen: TaskGeneratorConfig = TaskGeneratorConfig()
-    api_keys_file: Path = Path("config/api_keys.yaml")
-    # Per-camera prompt overrides and the global default live in this file (optional).
-    prompts_file: Path = Path("config/prompts.yaml")
+    scheduler: LlmSchedulerConfig = LlmSchedulerConfig()
+    api_keys_file: ConfigFile = Path("api_keys.yaml")
+    prompts_file: ConfigFile = Path("prompts.yaml")
+
+    @cached_property
+    def api_keys(self) -> ApiKeysConfig:
+        return load_api_keys(self.api_keys_file)
+
+    @cached_property
+    def prompts(self) -> PromptsConfig:
+        try:
+            return PromptsConfig.model_validate(load_yaml(self.prompts_file))
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, str(self.prompts_file))) from None
+
+
+class LlmSchedulerSettings(SchedulerSettings):
+    """The LLM scheduler's: the key file and the prompts are validated with the rest, before anything starts."""
+
+    def load_files(self) -> None:
+        _ = self.api_keys, self.prompts
+
+    def config_files(self) -> list[Path]:
+        return [*super().config_files(), self.api_keys_file, self.prompts_file]

@@ -12,8 +12,6 @@ from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -22,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from riskwatch.config.base import FrozenModel
 from riskwatch.errors import ConfigError
 
 # `${VAR}` or `${VAR:-default}` as the whole value (as in a shell, the default also replaces an empty value).
@@ -63,11 +62,7 @@ def _resolve_env(value: object, info: ValidationInfo, owner: str) -> object:
     raise ValueError(f"{owner}: environment variable {name} is not set (or empty)")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CoolingConfig(_Frozen):
+class CoolingConfig(FrozenModel):
     """Bounds, in seconds, of the exponential backoff applied to a key after 429/5xx/timeouts."""
 
     min_cooldown: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
@@ -80,7 +75,7 @@ class CoolingConfig(_Frozen):
         return self
 
 
-class ApiKeyConfig(_Frozen):
+class ApiKeyConfig(FrozenModel):
     """One API key and the limits its provider grants it."""
 
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -106,7 +101,7 @@ class ApiKeyConfig(_Frozen):
         return _resolve_env(value, info, f"key {info.data.get('id', '?')!r}")
 
 
-class ApiKeysConfig(_Frozen):
+class ApiKeysConfig(FrozenModel):
     """The whole key file: the keys, how to pick among them, and how long failing keys rest."""
 
     keys: Annotated[tuple[ApiKeyConfig, ...], Field(min_length=1)]

@@ -7,19 +7,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.llm_client import Assessment, LlmClient
+from riskwatch_scheduler.metrics import TASK_OUTCOMES, TASKS_IN_FLIGHT
 
 log = logging.getLogger(__name__)
-
-TASKS_IN_FLIGHT = Gauge("riskwatch_tasks_in_flight", "Assessment tasks the scheduler is working on")
-TASK_OUTCOMES = Counter("riskwatch_task_outcomes_total", "Assessment tasks by outcome", ["outcome"])
 
 _FAILURE_KINDS = {
     "deadline_exceeded": events_pb2.FAILURE_KIND_DEADLINE_EXCEEDED,

@@ -41,26 +41,17 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 
-from prometheus_client import Counter, Gauge
-
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.metrics import GROUPS_SKIPPED, PENDING_TASKS, TASKS_GENERATED
 from riskwatch_scheduler.policy import triggers
 from riskwatch_scheduler.policy.fairshare import FairShareQueue, PendingTask, Resolved
 from riskwatch_scheduler.policy.triggers import GroupMemory, VerdictMemory
 
 log = logging.getLogger(__name__)
-
-TASKS_GENERATED = Counter(
-    "riskwatch_tasks_generated_total", "Assessment tasks sent to the LLM scheduler", ["camera_id", "reason"]
-)
-GROUPS_SKIPPED = Counter(
-    "riskwatch_groups_skipped_total", "Groups not sent for assessment, by reason", ["camera_id", "reason"]
-)
-PENDING_TASKS = Gauge("riskwatch_taskgen_pending_tasks", "Triggered groups waiting for budget or an interval")
 
 # Skip reasons besides those of policy/fairshare.py (budget, min_interval, camera_interval).
 TOO_SMALL = "too_small"
@@ -97,7 +88,7 @@ class TaskGenerator:
         self._topic = settings.kafka.topics.assessment_tasks.name
         self._results_topic = settings.kafka.topics.risk_assessment_results.name
         self._decisions_topic = settings.kafka.topics.task_decisions.name
-        self._deadline_s = settings.kafka.scheduler.task_deadline_s
+        self._deadline_s = settings.scheduler.task_deadline_s
         self._clock = clock
         config = self._config
         self._queue = FairShareQueue(

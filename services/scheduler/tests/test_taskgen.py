@@ -364,7 +364,7 @@ async def test_handle_takes_detections_and_results_and_dead_letters_garbage() ->
     assert [o.topic for o in out] == [topics.assessment_tasks.name, topics.task_decisions.name]
     assert [o.key for o in out] == ["cam-1", "cam-1"]
     task = events_pb2.AssessmentTask.FromString(out[0].value)
-    assert task.deadline.seconds == int(events.seconds(ev.capture_time) + settings.kafka.scheduler.task_deadline_s)
+    assert task.deadline.seconds == int(events.seconds(ev.capture_time) + settings.scheduler.task_deadline_s)
     result = events_pb2.AssessmentResult(task_id=task.task_id, camera_id="cam-1", group_id="g1")
     result.verdict.risk_level = events_pb2.RISK_LEVEL_HIGH
     result.capture_time.CopyFrom(task.capture_time)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from riskwatch.config import FrozenModel
 
 # GroupFeatures fields a threshold may watch (numbers; an unset optional counts as "nothing to fear").
 FeatureName = Literal[
@@ -12,11 +14,7 @@ FeatureName = Literal[
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ThresholdRule(_Frozen):
+class ThresholdRule(FrozenModel):
     """Send a group when `feature` crosses one of `bounds` in the risky `direction`."""
 
     feature: FeatureName
@@ -36,7 +34,7 @@ class ThresholdRule(_Frozen):
         return tuple(sorted(bounds))
 
 
-class Zone(_Frozen):
+class Zone(FrozenModel):
     """A polygon in normalised image coordinates (x, y in 0..1, origin top-left)."""
 
     name: str = Field(min_length=1)
@@ -53,7 +51,7 @@ class Zone(_Frozen):
         return polygon
 
 
-class RefreshIntervals(_Frozen):
+class RefreshIntervals(FrozenModel):
     """Seconds after the last task of a group before it is re-assessed, by its last verdict."""
 
     none: float = Field(default=30.0, gt=0)
@@ -71,7 +69,7 @@ class RefreshIntervals(_Frozen):
         return value
 
 
-class CameraPolicy(_Frozen):
+class CameraPolicy(FrozenModel):
     """Per-camera overrides; unset fields fall back to the global value."""
 
     zones: tuple[Zone, ...] = ()
@@ -88,7 +86,7 @@ class CameraPolicy(_Frozen):
         return self
 
 
-class PriorityWeights(_Frozen):
+class PriorityWeights(FrozenModel):
     """How the heuristic risk score (0..1) is built; components combine as 1 - Π(1 - c)."""
 
     # Ped–vehicle distance d contributes 1 / (1 + d / distance_scale): 1 when touching, 0.5 at d = scale.
