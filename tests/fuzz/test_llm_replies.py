@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from riskwatch.domain import VERDICT_LEVELS
 from riskwatch_llmsim.config import SimulatorConfig
 from riskwatch_llmsim.protocol import FEATURES_MARKER, RequestError, parse_completion_request
 from riskwatch_llmsim.server import start_simulator
@@ -81,7 +82,7 @@ def test_reply_parser_raises_only_invalid_reply_on_any_text(text: str) -> None:
 def test_reply_parser_raises_only_invalid_reply_on_verdict_like_json(fields: dict[str, Any], how: str) -> None:
     verdict = parse(_wrap(json.dumps(fields), how))
     if verdict is not None:
-        assert verdict.risk_level in ("none", "low", "medium", "high")
+        assert verdict.risk_level in VERDICT_LEVELS
         assert 0.0 <= verdict.confidence <= 1.0
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from riskwatch.config import CommonSettings
-
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
+from riskwatch.domain.cameras import CAMERA_ID_RULE, CameraId
 
 
 class SourceKind(StrEnum):
@@ -36,16 +33,12 @@ def source_kind(source: str) -> SourceKind:
     return SourceKind.FILE
 
 
-def is_valid_camera_id(camera_id: str) -> bool:
-    return bool(_CAMERA_ID.match(camera_id))
-
-
 class CameraConfig(BaseModel):
     """One camera: where its frames come from and how often it is sampled."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=CAMERA_ID_PATTERN, description="letters, digits, '_', '.', ':', '-'; at most 64")
+    id: CameraId = Field(description=CAMERA_ID_RULE)
     # A file path, an rtsp:// or http(s):// URL, "device:<index>", or "push" (frames arrive over gRPC).
     source: str = Field(min_length=1)
     # Frames per second sent to the detector; None = the gateway's default_fps.
