@@ -11,8 +11,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from riskwatch.domain import VERDICT_LEVELS
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch_llmsim.config import SimulatorConfig
-from riskwatch_llmsim.protocol import FEATURES_MARKER, RequestError, parse_completion_request
+from riskwatch_llmsim.protocol import RequestError, parse_completion_request
 from riskwatch_llmsim.server import start_simulator
 from riskwatch_llmsim.testing import chat_request, sample_features
 from riskwatch_scheduler.prompt import InvalidReply, LlmVerdict, parse_reply

@@ -13,6 +13,9 @@ from typing import Any, get_type_hints
 
 from riskwatch.v1 import events_pb2
 
+# In the LLM request, the line after which the PromptFeatures JSON follows (the simulator looks for it).
+FEATURES_MARKER = "Group features (JSON):"
+
 
 class FeatureError(ValueError):
     """Features that are missing a key or hold a value of the wrong type; the message names the key."""

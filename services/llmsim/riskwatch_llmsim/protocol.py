@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from riskwatch.domain import FeatureError, PromptFeatures
+from riskwatch.domain.features import FEATURES_MARKER
 
 from .verdicts import parse_features
 
-FEATURES_MARKER = "Group features (JSON):"
 JPEG_DATA_URI_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,")
 # every JPEG starts FF D8 FF, which base64 always renders as "/9j/"; checking it spares a decode
 JPEG_BASE64_MAGIC = "/9j/"

@@ -14,9 +14,9 @@ from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMess
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from riskwatch.domain import VERDICT_LEVELS, RiskLevel
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch.errors import RiskwatchError
 
-FEATURES_MARKER = "Group features (JSON):"
 MAX_REPLY_CHARS = 64 * 1024
 
 SYSTEM_PROMPT = (

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskwatch.domain import RiskLevel
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch_llmsim.protocol import parse_completion_request
 from riskwatch_scheduler.prompt import (
     DEFAULT_PROMPT,
-    FEATURES_MARKER,
     InvalidReply,
     LlmVerdict,
     PromptBook,
