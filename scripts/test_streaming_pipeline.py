@@ -31,6 +31,7 @@ from riskwatch import events, synthetic
 from riskwatch.bus.kafka import topic_reader
 from riskwatch.cli import add_kafka_options, kafka_settings
 from riskwatch.config import CommonSettings
+from riskwatch.domain import FailureKind, RiskLevel
 from riskwatch.errors import Unavailable
 from riskwatch.v1 import events_pb2
 
@@ -86,9 +87,9 @@ def latency_summary(values: list[float]) -> dict[str, float]:
 
 def outcome_of(result: events_pb2.AssessmentResult) -> str:
     if result.HasField("verdict"):
-        return f"risk_{events.risk_level_name(result.verdict.risk_level)}"
+        return f"risk_{RiskLevel.from_proto(result.verdict.risk_level).protocol_name}"
     if result.HasField("failure"):
-        return f"failure_{events_pb2.FailureKind.Name(result.failure.kind).removeprefix('FAILURE_KIND_').lower()}"
+        return f"failure_{FailureKind.from_proto(result.failure.kind)}"
     return "empty"
 
 

@@ -10,28 +10,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from riskwatch.errors import DecodeError
-from riskwatch.v1 import events_pb2
 
 M = TypeVar("M", bound=Message)
-
-RISK_ORDER = {
-    events_pb2.RISK_LEVEL_UNSPECIFIED: 0,
-    events_pb2.RISK_LEVEL_NONE: 1,
-    events_pb2.RISK_LEVEL_LOW: 2,
-    events_pb2.RISK_LEVEL_MEDIUM: 3,
-    events_pb2.RISK_LEVEL_HIGH: 4,
-}
-RISK_NAMES: dict[str, events_pb2.RiskLevel.ValueType] = {
-    "none": events_pb2.RISK_LEVEL_NONE,
-    "low": events_pb2.RISK_LEVEL_LOW,
-    "medium": events_pb2.RISK_LEVEL_MEDIUM,
-    "high": events_pb2.RISK_LEVEL_HIGH,
-}
-
-
-def risk_level_name(level: int) -> str:
-    """'none', 'low', 'medium', 'high' (or 'unspecified')."""
-    return events_pb2.RiskLevel.Name(level).removeprefix("RISK_LEVEL_").lower()  # type: ignore[arg-type]
 
 
 def timestamp(seconds: float | None = None) -> Timestamp:

@@ -7,6 +7,7 @@ side, with the features the task generator and the LLM read.
 from __future__ import annotations
 
 from riskwatch import events
+from riskwatch.domain import GroupFeatures
 from riskwatch.v1 import events_pb2
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 1280, 720
@@ -50,6 +51,6 @@ def add_pair(
     group = event.groups.add(group_id=group_id, member_track_ids=[vehicle_id, person_id], crop_jpeg=crop)
     group.box.CopyFrom(events_pb2.BoundingBox(x1=x, y1=280, x2=x + 200, y2=420))
     group.features.CopyFrom(
-        events_pb2.GroupFeatures(vehicles=1, pedestrians=1, min_ped_vehicle_distance=distance, density=density)
+        GroupFeatures(vehicles=1, pedestrians=1, min_ped_vehicle_distance=distance, density=density).to_proto()
     )
     return group

@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient
 
 from riskwatch import events, synthetic
 from riskwatch.cache import RedisCache, keys
+from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
 from tests.support.stack import (
     CONSUMED_TOPICS,
@@ -755,7 +756,7 @@ def state_mismatches(ledger: Ledger, states: dict[str, events_pb2.CameraRiskStat
         }
         if got != want:
             problems.append(f"{camera}: redis {got} != latest verdicts {want}")
-        if want and state.max_level != max((w[0] for w in want.values()), key=events.RISK_ORDER.__getitem__):
+        if want and state.max_level != max((w[0] for w in want.values()), key=RiskLevel.from_proto):
             problems.append(f"{camera}: max_level {state.max_level}")
     return problems
 

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from riskwatch.domain import VERDICT_LEVELS
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch_llmsim.config import SimulatorConfig
-from riskwatch_llmsim.protocol import FEATURES_MARKER, RequestError, parse_completion_request
+from riskwatch_llmsim.protocol import RequestError, parse_completion_request
 from riskwatch_llmsim.server import start_simulator
 from riskwatch_llmsim.testing import chat_request, sample_features
 from riskwatch_scheduler.prompt import InvalidReply, LlmVerdict, parse_reply
@@ -81,7 +83,7 @@ def test_reply_parser_raises_only_invalid_reply_on_any_text(text: str) -> None:
 def test_reply_parser_raises_only_invalid_reply_on_verdict_like_json(fields: dict[str, Any], how: str) -> None:
     verdict = parse(_wrap(json.dumps(fields), how))
     if verdict is not None:
-        assert verdict.risk_level in ("none", "low", "medium", "high")
+        assert verdict.risk_level in VERDICT_LEVELS
         assert 0.0 <= verdict.confidence <= 1.0
 
 

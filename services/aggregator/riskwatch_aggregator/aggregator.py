@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.cache import Cache, keys
+from riskwatch.domain import RiskLevel
 from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.retry import RetryCallState, retrying
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
@@ -129,9 +130,9 @@ class Aggregator:
         state = self._book.get(result.camera_id)
         assert state is not None
         STATE_CHANGES.labels(state.camera_id).inc()
-        CAMERA_RISK.labels(state.camera_id).set(events.RISK_ORDER[state.max_level] - 1)
+        CAMERA_RISK.labels(state.camera_id).set(RiskLevel.from_proto(state.max_level) - 1)
         END_TO_END_LATENCY.labels("risk_state").observe(max(now - events.seconds(result.capture_time), 0.0))
-        if events.RISK_ORDER[result.verdict.risk_level] >= events.RISK_ORDER[events_pb2.RISK_LEVEL_LOW]:
+        if RiskLevel.from_proto(result.verdict.risk_level) >= RiskLevel.LOW:
             self._alerts.setdefault(state.camera_id, []).append(result.SerializeToString())
         return True
 

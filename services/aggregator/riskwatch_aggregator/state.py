@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from riskwatch import events
+from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorConfig
 
@@ -84,8 +85,8 @@ class RiskStateBook:
             current = state.groups.add(group_id=result.group_id, since=events.timestamp(now))
             current.verdict.CopyFrom(result.verdict)
         else:
-            old_level = events.RISK_ORDER[current.verdict.risk_level]
-            new_level = events.RISK_ORDER[result.verdict.risk_level]
+            old_level = RiskLevel.from_proto(current.verdict.risk_level)
+            new_level = RiskLevel.from_proto(result.verdict.risk_level)
             if new_level < old_level and not self._may_deescalate(cam, result.group_id, captured):
                 current.capture_time.CopyFrom(result.capture_time)  # still: older results stay stale
                 return self._bump(state, result, now) if changed else Outcome.HELD
@@ -131,10 +132,8 @@ class RiskStateBook:
     @staticmethod
     def _bump(state: events_pb2.CameraRiskState, result: events_pb2.AssessmentResult, now: float) -> Outcome:
         state.max_level = max(
-            (g.verdict.risk_level for g in state.groups),
-            key=events.RISK_ORDER.__getitem__,
-            default=events_pb2.RISK_LEVEL_NONE,
-        )
+            (RiskLevel.from_proto(g.verdict.risk_level) for g in state.groups), default=RiskLevel.NONE
+        ).proto
         state.version += 1
         state.last_task_id = result.task_id
         state.updated_time.CopyFrom(events.timestamp(now))

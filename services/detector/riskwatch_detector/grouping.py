@@ -8,24 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from riskwatch.domain import GroupFeatures
 from riskwatch_detector.config import CategoryName, GroupingConfig
 
 FloatArray = npt.NDArray[np.float64]
 
 _CATEGORY_ORDER = tuple(CategoryName)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupFeatures:
-    """What the task generator and the LLM use; distances are in units of the objects' mean box size."""
-
-    vehicles: int
-    pedestrians: int
-    two_wheelers: int
-    others: int
-    min_ped_vehicle_distance: float | None
-    density: float
-    min_spacing: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ import numpy as np
 
 from riskwatch import events
 from riskwatch.bus import EventBus
-from riskwatch.errors import FrameDropped, InvalidFrame, Unavailable
+from riskwatch.domain import check_camera_id
+from riskwatch.errors import FrameDropped, InvalidFrame, InvalidRequest, Unavailable
 from riskwatch.imaging import Image, crop_region, decode_image, encode_jpeg
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector import metrics
@@ -125,8 +126,9 @@ class Detector:
     async def detect(self, frame: detector_pb2.Frame) -> events_pb2.DetectionEvent:
         """The frame's DetectionEvent, published (acknowledged by the bus) before it is returned.
 
-        Raises InvalidFrame for an empty, corrupt or oversized image, FrameDropped when a newer frame of the
-        same camera overtook this one, Unavailable while the detector is not running.
+        Raises InvalidFrame for an empty, corrupt or oversized image (or no camera id), InvalidRequest for an
+        invalid camera id, FrameDropped when a newer frame of the same camera overtook this one, Unavailable while
+        the detector is not running.
         """
         if not self._running:
             raise Unavailable("detector is not running (starting or shutting down)")
@@ -138,6 +140,11 @@ class Detector:
             if not camera_id:
                 metrics.FRAMES.labels("", "invalid").inc()
                 raise InvalidFrame("frame has no camera_id")
+            try:
+                check_camera_id(camera_id)
+            except InvalidRequest:
+                metrics.FRAMES.labels("", "invalid").inc()  # not its id as a label: it could be anything
+                raise
             try:
                 image = await asyncio.to_thread(
                     decode_image,
@@ -216,20 +223,11 @@ class Detector:
         members = [frozenset(int(track_ids[tracked[m]]) for m in c.members) for c in clusters]
         group_ids = state.groups.assign(members)
         for group_id, found, member_ids in zip(group_ids, clusters, members, strict=True):
-            f = found.features
             group = events_pb2.Group(
                 group_id=group_id,
                 member_track_ids=sorted(member_ids),
                 box=events_pb2.BoundingBox(x1=found.box[0], y1=found.box[1], x2=found.box[2], y2=found.box[3]),
-                features=events_pb2.GroupFeatures(
-                    vehicles=f.vehicles,
-                    pedestrians=f.pedestrians,
-                    two_wheelers=f.two_wheelers,
-                    others=f.others,
-                    min_ped_vehicle_distance=f.min_ped_vehicle_distance,
-                    density=f.density,
-                    min_spacing=f.min_spacing,
-                ),
+                features=found.features.to_proto(),
             )
             if config.crop.enabled:
                 crop = crop_region(job.image, found.box, margin=config.crop.margin, max_side=config.crop.max_side)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from riskwatch import events
 from riskwatch.bus import InMemoryBus
 from riskwatch.bus.base import Headers
-from riskwatch.errors import InvalidFrame, Unavailable
+from riskwatch.errors import InvalidFrame, InvalidRequest, Unavailable
 from riskwatch.imaging import Image, encode_jpeg
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector.backends import Backend, RawDetections
@@ -139,6 +139,10 @@ async def test_invalid_frames_raise_and_publish_nothing(make_config: DetectorCon
         await detector.detect(frame("cam", 1, b""))
     with pytest.raises(InvalidFrame, match="camera_id"):
         await detector.detect(frame("", 1, scene_png(1)))
+    # An id that could not be a camera's (a Kafka key, a metric label) is refused before any work.
+    for bad in ("cam 1", "x" * 65, "cam\n"):
+        with pytest.raises(InvalidRequest, match="invalid camera id"):
+            await detector.detect(frame(bad, 1, scene_png(1)))
     after = REGISTRY.get_sample_value("detector_frames_total", {"camera_id": "cam", "outcome": "invalid"})
     assert after == before + 1
     # The detector keeps serving.

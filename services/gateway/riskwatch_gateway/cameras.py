@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from riskwatch.domain.cameras import CAMERA_ID_RULE, is_valid_camera_id
 from riskwatch.errors import CameraExists, InvalidFrame, InvalidRequest, NotPushCamera, UnknownCamera
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
@@ -313,6 +314,9 @@ class CameraRegistry:
         return list(self._cameras.values())
 
     def get(self, camera_id: str) -> Camera:
+        if not is_valid_camera_id(camera_id):
+            # never registered, and not echoed back: a client's id of any length or content
+            raise UnknownCamera(f"unknown camera: not a valid camera id ({CAMERA_ID_RULE})")
         camera = self._cameras.get(camera_id)
         if camera is None:
             raise UnknownCamera(f"unknown camera {camera_id!r}")
@@ -339,6 +343,8 @@ class CameraRegistry:
 
     def push_target(self, camera_id: str) -> Camera:
         """The camera a pushed frame belongs to, registering an unknown id as a push camera when allowed."""
+        if not is_valid_camera_id(camera_id):
+            raise InvalidCamera(f"invalid camera: not a valid camera id ({CAMERA_ID_RULE})")
         camera = self._cameras.get(camera_id)
         if camera is not None:
             return camera

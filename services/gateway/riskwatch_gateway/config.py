@@ -8,8 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, field_validator
 
 from riskwatch.config import CommonSettings, FrozenModel
-
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+from riskwatch.domain.cameras import CAMERA_ID_RULE, CameraId
 
 
 class SourceKind(StrEnum):
@@ -37,7 +36,7 @@ def source_kind(source: str) -> SourceKind:
 class CameraConfig(FrozenModel):
     """One camera: where its frames come from and how often it is sampled."""
 
-    id: str = Field(pattern=CAMERA_ID_PATTERN, description="letters, digits, '_', '.', ':', '-'; at most 64")
+    id: CameraId = Field(description=CAMERA_ID_RULE)
     # A file path, an rtsp:// or http(s):// URL, "device:<index>", or "push" (frames arrive over gRPC).
     source: str = Field(min_length=1)
     # Frames per second sent to the detector; None = the gateway's default_fps.

@@ -8,7 +8,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from riskwatch.events import risk_level_name, seconds
+from riskwatch.domain import FailureKind, GroupFeatures, RiskLevel
+from riskwatch.events import seconds
 from riskwatch.v1 import events_pb2, gateway_pb2
 
 _CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@]*)@")
@@ -39,21 +40,6 @@ def category_name(category: int) -> str:
     return events_pb2.Category.Name(category).removeprefix("CATEGORY_").lower()  # type: ignore[arg-type]
 
 
-def _features(features: events_pb2.GroupFeatures) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "vehicles": features.vehicles,
-        "pedestrians": features.pedestrians,
-        "two_wheelers": features.two_wheelers,
-        "others": features.others,
-        "density": round(features.density, 4),
-    }
-    if features.HasField("min_ped_vehicle_distance"):
-        out["min_ped_vehicle_distance"] = round(features.min_ped_vehicle_distance, 4)
-    if features.HasField("min_spacing"):
-        out["min_spacing"] = round(features.min_spacing, 4)
-    return out
-
-
 def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "detections",
@@ -80,7 +66,7 @@ def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None =
                 "group_id": g.group_id,
                 "member_track_ids": list(g.member_track_ids),
                 "box": _box(g.box),
-                "features": _features(g.features),
+                "features": GroupFeatures.from_proto(g.features).to_dict(digits=4, omit_unset=True),
             }
             for g in event.groups
         ],
@@ -92,7 +78,7 @@ def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None =
 
 def verdict_json(verdict: events_pb2.Verdict) -> dict[str, Any]:
     return {
-        "risk_level": risk_level_name(verdict.risk_level),
+        "risk_level": RiskLevel.from_proto(verdict.risk_level).protocol_name,
         "risk_types": list(verdict.risk_types),
         "description": verdict.description,
         "confidence": round(verdict.confidence, 3),
@@ -105,7 +91,7 @@ def risk_state_json(state: events_pb2.CameraRiskState) -> dict[str, Any]:
         "type": "risk_state",
         "camera_id": state.camera_id,
         "version": state.version,
-        "max_level": risk_level_name(state.max_level),
+        "max_level": RiskLevel.from_proto(state.max_level).protocol_name,
         "updated_time": _time(state.updated_time),
         "last_task_id": state.last_task_id,
         "groups": [
@@ -143,7 +129,7 @@ def alert_json(result: events_pb2.AssessmentResult, replay: bool = False) -> dic
         out.update(verdict_json(result.verdict))
     elif result.HasField("failure"):
         out["failure"] = {
-            "kind": events_pb2.FailureKind.Name(result.failure.kind).removeprefix("FAILURE_KIND_").lower(),
+            "kind": FailureKind.from_proto(result.failure.kind).value,
             "message": result.failure.message,
         }
     return out

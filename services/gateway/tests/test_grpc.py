@@ -147,6 +147,14 @@ async def test_camera_management_and_state(stub: gateway_pb2_grpc.GatewayService
     with pytest.raises(grpc.aio.AioRpcError) as unknown_watch:
         await stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="nope")).read()
     assert unknown_watch.value.code() == grpc.StatusCode.NOT_FOUND
+    # A malformed id is unknown too, and is not echoed back.
+    huge = "x" * 10_000
+    with pytest.raises(grpc.aio.AioRpcError) as malformed:
+        await stub.GetCameraState(gateway_pb2.GetCameraStateRequest(camera_id=huge))
+    assert malformed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not a valid camera id" in (malformed.value.details() or "") and huge not in (
+        malformed.value.details() or ""
+    )
 
 
 async def test_health_reports_serving(gateway: GatewayApp) -> None:

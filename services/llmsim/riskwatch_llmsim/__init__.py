@@ -1,15 +1,17 @@
 """OpenAI-compatible vision-LLM simulator: the test double for the LLM scheduler, demo and benchmarks."""
 
+from riskwatch.domain import FeatureError, PromptFeatures
+
 from .config import ConfigPatchError, InvalidJsonMode, KeyPolicy, SimulatorConfig, apply_patch
 from .server import RunningSimulator, Simulator, create_app, start_simulator
-from .verdicts import FeatureError, GroupFeatures, Verdict, assess, parse_features, verdict_for
+from .verdicts import Verdict, assess, parse_features, verdict_for
 
 __all__ = [
     "ConfigPatchError",
     "FeatureError",
-    "GroupFeatures",
     "InvalidJsonMode",
     "KeyPolicy",
+    "PromptFeatures",
     "RunningSimulator",
     "Simulator",
     "SimulatorConfig",

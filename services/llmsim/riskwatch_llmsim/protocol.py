@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .verdicts import FeatureError, GroupFeatures, parse_features
+from riskwatch.domain import FeatureError, PromptFeatures
+from riskwatch.domain.features import FEATURES_MARKER
 
-FEATURES_MARKER = "Group features (JSON):"
+from .verdicts import parse_features
+
 JPEG_DATA_URI_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,")
 # every JPEG starts FF D8 FF, which base64 always renders as "/9j/"; checking it spares a decode
 JPEG_BASE64_MAGIC = "/9j/"
@@ -38,7 +40,7 @@ class CompletionRequest:
     """What the simulator needs from a valid chat-completions request."""
 
     model: str
-    features: GroupFeatures
+    features: PromptFeatures
     max_tokens: int | None
     prompt_tokens: int
 
@@ -81,7 +83,7 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     )
 
 
-def extract_features(text: str) -> GroupFeatures:
+def extract_features(text: str) -> PromptFeatures:
     """Find the JSON object after the features marker (optionally in a ```json fence) and validate it."""
     start = text.find(FEATURES_MARKER)
     if start < 0:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .protocol import FEATURES_MARKER
+from riskwatch.domain.features import FEATURES_MARKER
 
 # an 8x8 grey JPEG; the simulator only checks the data URI and the JPEG magic, never decodes
 SAMPLE_JPEG = base64.b64decode(

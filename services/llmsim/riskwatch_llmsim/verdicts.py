@@ -21,11 +21,11 @@ group's `member_track_ids`; `description` is a fixed rendering of the features. 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
+
+from riskwatch.domain import GroupFeatures, PromptFeatures, RiskLevel
 
 CONFLICT_HIGH_DISTANCE = 0.5
 CONFLICT_MEDIUM_DISTANCE = 1.5
@@ -37,53 +37,8 @@ CROWD_LOW_DENSITY = 1.0
 VEHICLE_PEDESTRIAN_CONFLICT = "vehicle_pedestrian_conflict"
 CROWDING = "crowding"
 
-FEATURE_KEYS = (
-    "camera_id",
-    "group_id",
-    "member_track_ids",
-    "vehicles",
-    "pedestrians",
-    "two_wheelers",
-    "others",
-    "min_ped_vehicle_distance",
-    "density",
-    "min_spacing",
-)
+FEATURE_KEYS = PromptFeatures.json_keys()
 VERDICT_KEYS = ("risk_level", "risk_types", "description", "confidence", "involved_track_ids")
-RISK_LEVELS = ("none", "low", "medium", "high")
-
-
-class FeatureError(ValueError):
-    """The features are missing a key or hold a value of the wrong type."""
-
-
-class RiskLevel(IntEnum):
-    """Ordered so that max() picks the most severe."""
-
-    NONE = 0
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-
-    @property
-    def label(self) -> str:
-        return RISK_LEVELS[self.value]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupFeatures:
-    """The features the scheduler sends for one group, validated."""
-
-    camera_id: str
-    group_id: str
-    member_track_ids: tuple[int, ...]
-    vehicles: int
-    pedestrians: int
-    two_wheelers: int
-    others: int
-    min_ped_vehicle_distance: float | None
-    density: float
-    min_spacing: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,29 +61,14 @@ class Verdict:
         }
 
 
-def parse_features(raw: Mapping[str, object]) -> GroupFeatures:
+def parse_features(raw: Mapping[str, object]) -> PromptFeatures:
     """Validate a features mapping; raises FeatureError naming the first offending key."""
-    if not isinstance(raw, Mapping):
-        raise FeatureError("features must be a JSON object")
-    missing = [key for key in FEATURE_KEYS if key not in raw]
-    if missing:
-        raise FeatureError(f"features lack key(s): {', '.join(missing)}")
-    return GroupFeatures(
-        camera_id=_string(raw, "camera_id"),
-        group_id=_string(raw, "group_id"),
-        member_track_ids=_int_list(raw, "member_track_ids"),
-        vehicles=_count(raw, "vehicles"),
-        pedestrians=_count(raw, "pedestrians"),
-        two_wheelers=_count(raw, "two_wheelers"),
-        others=_count(raw, "others"),
-        min_ped_vehicle_distance=_optional_number(raw, "min_ped_vehicle_distance"),
-        density=_number(raw, "density"),
-        min_spacing=_optional_number(raw, "min_spacing"),
-    )
+    return PromptFeatures.from_dict(raw)
 
 
-def assess(features: GroupFeatures) -> Verdict:
+def assess(prompt: PromptFeatures) -> Verdict:
     """Apply the rule table in the module docstring."""
+    features = prompt.features
     fired: list[tuple[RiskLevel, str, float]] = []
     distance = features.min_ped_vehicle_distance
     if distance is not None and distance < CONFLICT_HIGH_DISTANCE:
@@ -148,7 +88,7 @@ def assess(features: GroupFeatures) -> Verdict:
         risk_types=tuple(name for _, name, _ in fired),
         description=_describe(features, level),
         confidence=confidence,
-        involved_track_ids=features.member_track_ids,
+        involved_track_ids=prompt.member_track_ids,
     )
 
 
@@ -175,41 +115,3 @@ def _describe(features: GroupFeatures, level: RiskLevel) -> str:
     else:
         lead = "No hazard observed."
     return f"{lead} Scene: {scene}."
-
-
-def _string(raw: Mapping[str, object], key: str) -> str:
-    value = raw[key]
-    if not isinstance(value, str) or not value:
-        raise FeatureError(f"features.{key} must be a non-empty string")
-    return value
-
-
-def _count(raw: Mapping[str, object], key: str) -> int:
-    value = raw[key]
-    # bool is an int subclass; `true` for a count is a sender bug worth surfacing
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise FeatureError(f"features.{key} must be a non-negative integer")
-    return value
-
-
-def _int_list(raw: Mapping[str, object], key: str) -> tuple[int, ...]:
-    value = raw[key]
-    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
-        raise FeatureError(f"features.{key} must be a list of integers")
-    items: list[int] = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise FeatureError(f"features.{key} must be a list of integers")
-        items.append(item)
-    return tuple(items)
-
-
-def _number(raw: Mapping[str, object], key: str) -> float:
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FeatureError(f"features.{key} must be a finite number")
-    return float(value)
-
-
-def _optional_number(raw: Mapping[str, object], key: str) -> float | None:
-    return None if raw[key] is None else _number(raw, key)

@@ -14,9 +14,10 @@ import aiohttp
 import openai
 import pytest
 
+from riskwatch.domain import VERDICT_LEVELS
 from riskwatch_llmsim import RunningSimulator, verdict_for
 from riskwatch_llmsim.testing import chat_messages, chat_request, jpeg_data_uri, sample_features
-from riskwatch_llmsim.verdicts import RISK_LEVELS, VERDICT_KEYS
+from riskwatch_llmsim.verdicts import VERDICT_KEYS
 
 StartSimulator = Callable[..., Awaitable[RunningSimulator]]
 MakeClient = Callable[..., openai.AsyncOpenAI]
@@ -239,7 +240,7 @@ async def test_invalid_json_modes(start_sim: StartSimulator, make_client: MakeCl
     elif mode == "missing_fields":
         assert len(set(VERDICT_KEYS) - set(json.loads(content))) == 1
     elif mode == "bad_values":
-        assert json.loads(content)["risk_level"] not in RISK_LEVELS
+        assert json.loads(content)["risk_level"] not in [level.label for level in VERDICT_LEVELS]
     else:
         assert content.startswith("```json")
         assert json.loads(content.removeprefix("```json").removesuffix("```")) == verdict_for(CONFLICT)

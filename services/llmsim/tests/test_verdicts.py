@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from riskwatch.domain import FeatureError
 from riskwatch_llmsim.testing import sample_features
-from riskwatch_llmsim.verdicts import FEATURE_KEYS, VERDICT_KEYS, FeatureError, verdict_for
+from riskwatch_llmsim.verdicts import FEATURE_KEYS, VERDICT_KEYS, verdict_for
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from riskwatch import events  # noqa: E402
 from riskwatch.bus import InMemoryBus  # noqa: E402
 from riskwatch.config.loader import load_settings  # noqa: E402
+from riskwatch.domain import PromptFeatures  # noqa: E402
 from riskwatch.v1 import detector_pb2, events_pb2  # noqa: E402
 from riskwatch_aggregator.config import AggregatorSettings  # noqa: E402
 from riskwatch_aggregator.state import RiskStateBook  # noqa: E402
@@ -51,11 +52,9 @@ from riskwatch_detector.config import DetectorSettings  # noqa: E402
 from riskwatch_detector.service import Detector  # noqa: E402
 from riskwatch_llmsim import verdicts  # noqa: E402
 from riskwatch_scheduler.config import SchedulerSettings  # noqa: E402
-from riskwatch_scheduler.scheduler import features_of  # noqa: E402
 from riskwatch_scheduler.taskgen import TaskGenerator  # noqa: E402
 
 T0 = 1_800_000_000.0
-LEVELS = {"none": 1, "low": 2, "medium": 3, "high": 4}
 
 
 # ---- detections (computed once, cached) ---------------------------------------------------------
@@ -165,7 +164,7 @@ class Due:
 
 
 def level_of(features: dict[str, Any]) -> int:
-    return LEVELS[verdicts.assess(verdicts.parse_features(features)).risk_level.label]
+    return int(verdicts.assess(verdicts.parse_features(features)).risk_level.proto)
 
 
 def group_features(event: events_pb2.DetectionEvent, group: events_pb2.Group) -> dict[str, Any]:
@@ -175,7 +174,7 @@ def group_features(event: events_pb2.DetectionEvent, group: events_pb2.Group) ->
         member_track_ids=group.member_track_ids,
         features=group.features,
     )
-    return features_of(task)
+    return PromptFeatures.from_task(task).to_dict()
 
 
 def replay(event_list: list[events_pb2.DetectionEvent], args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +202,7 @@ def replay(event_list: list[events_pb2.DetectionEvent], args: argparse.Namespace
         for out in gen.release():
             task = events_pb2.AssessmentTask.FromString(out.value)
             policy_calls += 1
-            lvl = level_of(features_of(task))
+            lvl = level_of(PromptFeatures.from_task(task).to_dict())
             seen[task.camera_id, task.group_id].append((events.seconds(task.capture_time), lvl))
             result = events_pb2.AssessmentResult(
                 task_id=task.task_id,

@@ -10,7 +10,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import httpx2
 import openai
@@ -18,13 +17,13 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from riskwatch.domain import FailureKind
+
 from .keypool import DeadlineExceeded, KeyPool, NoUsableKeys, Outcome
 from .keys_config import ApiKeyConfig, ApiKeysConfig
 from .prompt import InvalidReply, LlmVerdict, PromptBook, build_messages, build_repair_messages, parse_reply
 
 log = logging.getLogger(__name__)
-
-FailureKind = Literal["deadline_exceeded", "invalid_reply", "no_usable_keys", "llm_error"]
 
 # A Retry-After beyond this is treated as this long: the key rests, but is not lost for good on one header.
 MAX_RETRY_AFTER_S = 3600.0
@@ -197,9 +196,9 @@ class LlmClient:
             try:
                 lease = await self._pool.acquire(deadline, avoid)
             except DeadlineExceeded as error:
-                return failure("deadline_exceeded", str(error))
+                return failure(FailureKind.DEADLINE_EXCEEDED, str(error))
             except NoUsableKeys as error:
-                return failure("no_usable_keys", str(error))
+                return failure(FailureKind.NO_USABLE_KEYS, str(error))
             key_id = lease.key_id
             client, model = self._client(key_id)
             attempts += 1
@@ -227,7 +226,7 @@ class LlmClient:
                 self._pool.release(lease, call_error.outcome)
                 last_error = f"{key_id}: {call_error.message}"
                 if not call_error.retryable:
-                    return failure("llm_error", last_error)
+                    return failure(FailureKind.LLM_ERROR, last_error)
                 avoid = frozenset({key_id})
                 continue
             except asyncio.CancelledError:
@@ -249,7 +248,7 @@ class LlmClient:
                 verdict = parse_reply(reply)
             except InvalidReply as error:
                 if repaired:
-                    return failure("invalid_reply", f"{key_id}: {error} (after one repair attempt)")
+                    return failure(FailureKind.INVALID_REPLY, f"{key_id}: {error} (after one repair attempt)")
                 repaired = True
                 last_error = f"{key_id}: {error}"
                 messages = build_repair_messages(messages, reply, str(error))

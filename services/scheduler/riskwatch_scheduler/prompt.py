@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated
 
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from riskwatch.domain import VERDICT_LEVELS, RiskLevel
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch.errors import RiskwatchError
 
-FEATURES_MARKER = "Group features (JSON):"
 MAX_REPLY_CHARS = 64 * 1024
 
 SYSTEM_PROMPT = (
@@ -49,7 +51,7 @@ REPAIR_INSTRUCTION = (
 )
 _QUOTED_REPLY_CHARS = 2000
 
-RiskLevel = Literal["none", "low", "medium", "high"]
+_VERDICT_LABELS = ", ".join(level.label for level in VERDICT_LEVELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +125,15 @@ class LlmVerdict(BaseModel):
 
     @field_validator("risk_level", mode="before")
     @classmethod
-    def _normalise_level(cls, value: object) -> object:
-        # "High" or " high " mean the same thing; anything else is still rejected by the Literal.
-        return value.strip().lower() if isinstance(value, str) else value
+    def _level_by_label(cls, value: object) -> RiskLevel:
+        # "High" or " high " mean the same thing; a number is no label, and "unassessed" is no verdict.
+        label = value.strip().lower() if isinstance(value, str) else None
+        if label is not None:
+            with contextlib.suppress(ValueError):
+                level = RiskLevel.from_label(label)
+                if level in VERDICT_LEVELS:
+                    return level
+        raise ValueError(f"Input should be one of {_VERDICT_LABELS}")
 
 
 class InvalidReply(RiskwatchError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
+from riskwatch.domain import FailureKind, PromptFeatures
 from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
@@ -17,38 +17,12 @@ from riskwatch_scheduler.metrics import TASK_OUTCOMES, TASKS_IN_FLIGHT
 
 log = logging.getLogger(__name__)
 
-_FAILURE_KINDS = {
-    "deadline_exceeded": events_pb2.FAILURE_KIND_DEADLINE_EXCEEDED,
-    "invalid_reply": events_pb2.FAILURE_KIND_INVALID_REPLY,
-    "no_usable_keys": events_pb2.FAILURE_KIND_NO_USABLE_KEYS,
-    "llm_error": events_pb2.FAILURE_KIND_LLM_ERROR,
-}
-
 
 def decode_task(record: Record) -> events_pb2.AssessmentTask:
     task = events.decode(events_pb2.AssessmentTask, record.value, what=record.where)
     if not task.task_id or not task.camera_id:
         raise DecodeError(f"{record.where}: AssessmentTask without task_id or camera_id")
     return task
-
-
-def features_of(task: events_pb2.AssessmentTask) -> dict[str, Any]:
-    """The group's features as the prompt shows them to the LLM."""
-    f = task.features
-    return {
-        "camera_id": task.camera_id,
-        "group_id": task.group_id,
-        "member_track_ids": list(task.member_track_ids),
-        "vehicles": f.vehicles,
-        "pedestrians": f.pedestrians,
-        "two_wheelers": f.two_wheelers,
-        "others": f.others,
-        "min_ped_vehicle_distance": round(f.min_ped_vehicle_distance, 3)
-        if f.HasField("min_ped_vehicle_distance")
-        else None,
-        "density": round(f.density, 3),
-        "min_spacing": round(f.min_spacing, 3) if f.HasField("min_spacing") else None,
-    }
 
 
 class LlmScheduler:
@@ -67,12 +41,12 @@ class LlmScheduler:
         remaining = events.seconds(task.deadline) - time.time()
         if remaining <= 0:
             TASK_OUTCOMES.labels("expired").inc()
-            return self._result(task, failure=("deadline_exceeded", "task expired before it was started"))
+            return self._result(task, failure=(FailureKind.DEADLINE_EXCEEDED, "task expired before it was started"))
         TASKS_IN_FLIGHT.inc()
         try:
             assessment = await self._llm.assess(
                 camera_id=task.camera_id,
-                features=features_of(task),
+                features=PromptFeatures.from_task(task).to_dict(),
                 crop_jpeg=task.crop_jpeg,
                 deadline=time.monotonic() + remaining,
             )
@@ -85,7 +59,7 @@ class LlmScheduler:
         self,
         task: events_pb2.AssessmentTask,
         assessment: Assessment | None = None,
-        failure: tuple[str, str] | None = None,
+        failure: tuple[FailureKind, str] | None = None,
     ) -> events_pb2.AssessmentResult:
         result = events_pb2.AssessmentResult(
             task_id=task.task_id,
@@ -106,7 +80,7 @@ class LlmScheduler:
                 v = assessment.verdict
                 result.verdict.CopyFrom(
                     events_pb2.Verdict(
-                        risk_level=events.RISK_NAMES[v.risk_level],
+                        risk_level=v.risk_level.proto,
                         risk_types=v.risk_types,
                         description=v.description,
                         confidence=v.confidence,
@@ -114,11 +88,9 @@ class LlmScheduler:
                     )
                 )
             else:
-                failure = (assessment.failure_kind or "llm_error", assessment.failure_message or "")
+                failure = (assessment.failure_kind or FailureKind.LLM_ERROR, assessment.failure_message or "")
         if failure is not None:
             kind, message = failure
-            result.failure.CopyFrom(
-                events_pb2.Failure(kind=_FAILURE_KINDS.get(kind, events_pb2.FAILURE_KIND_LLM_ERROR), message=message)
-            )
+            result.failure.CopyFrom(events_pb2.Failure(kind=kind.proto, message=message))
         END_TO_END_LATENCY.labels("assessed").observe(time.time() - events.seconds(task.capture_time))
         return result

@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
+from riskwatch.domain import GroupFeatures, RiskLevel
 from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
@@ -110,8 +111,8 @@ class TaskGenerator:
     def pending(self) -> int:
         return len(self._queue)
 
-    def last_verdict(self, camera_id: str, group_id: str) -> str | None:
-        """The level of the latest verdict known for a group ("unassessed" after a failure), if any."""
+    def last_verdict(self, camera_id: str, group_id: str) -> RiskLevel | None:
+        """The level of the latest verdict known for a group (UNASSESSED after a failure), if any."""
         verdict = self._verdicts.get((camera_id, group_id))
         return verdict.level if verdict is not None else None
 
@@ -190,8 +191,8 @@ class TaskGenerator:
             if memory is not None:
                 memory.last_seen = now
             verdict = self._verdicts.get(key)
-            level = verdict.level if verdict is not None else triggers.UNASSESSED
-            refresh_after = config.refresh_s.for_level(level)
+            level = verdict.level if verdict is not None else RiskLevel.UNASSESSED
+            refresh_after = config.refresh_s.for_level(level.label)
             if verdict is not None and verdict.dropped:
                 refresh_after = min(refresh_after, config.refresh_s.after_drop)
             seen = triggers.observe(event, group, config.thresholds, camera.zones, memory)
@@ -209,7 +210,9 @@ class TaskGenerator:
                 outcomes.append(self._skip(event, group, NO_CHANGE))
                 continue
             zone_weights = [z.weight for z in camera.zones if z.name in seen.zones]
-            priority = triggers.risk_score(group.features, config.priority, zone_weights, level)
+            priority = triggers.risk_score(
+                GroupFeatures.from_proto(group.features), config.priority, zone_weights, level
+            )
             not_before = memory.last_sent + min_interval if memory is not None else now
             item = PendingTask(
                 camera_id=event.camera_id,
@@ -236,7 +239,7 @@ class TaskGenerator:
         return outcomes
 
     def observe_result(self, result: events_pb2.AssessmentResult) -> None:
-        """Remember the group's latest verdict level (a failure makes it "unassessed"); older results are ignored.
+        """Remember the group's latest verdict level (a failure makes it UNASSESSED); older results are ignored.
 
         A verdict lower than the previous one marks the group `dropped`: it is re-checked after
         `refresh_s.after_drop` so the aggregator gets the confirming verdict its de-escalation hold needs.
@@ -248,11 +251,11 @@ class TaskGenerator:
             return  # a redelivery, or older than what we know
         dropped = False
         if result.WhichOneof("outcome") == "verdict":
-            level = triggers.level_name(result.verdict.risk_level)
-            if current is not None and current.level in triggers.LEVEL_RANK and level in triggers.LEVEL_RANK:
-                dropped = triggers.LEVEL_RANK[level] < triggers.LEVEL_RANK[current.level]
+            level = RiskLevel.from_proto(result.verdict.risk_level)
+            # A drop is from one verdict to a lower one; a verdict after a failure is no drop.
+            dropped = current is not None and RiskLevel.NONE <= level < current.level
         else:
-            level = triggers.UNASSESSED
+            level = RiskLevel.UNASSESSED
         self._verdicts[key] = VerdictMemory(level, capture, self._clock(), dropped)
 
     def release(self) -> list[Outgoing]:

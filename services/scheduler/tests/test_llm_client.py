@@ -16,6 +16,7 @@ import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
+from riskwatch.domain import RiskLevel
 from riskwatch_llmsim.testing import sample_features
 from riskwatch_scheduler.keypool import KeyPool, KeyState
 from riskwatch_scheduler.keys_config import ApiKeysConfig
@@ -131,7 +132,7 @@ async def test_a_good_reply_gives_a_verdict() -> None:
     client = make_client(provider)
     result = await assess(client)
     assert result.ok and result.failure is None
-    assert result.verdict is not None and result.verdict.risk_level == "low"
+    assert result.verdict is not None and result.verdict.risk_level == RiskLevel.LOW
     assert (result.key_id, result.model, result.attempts) == ("a", "vision-test", 1)
     assert 0 <= result.latency_s <= result.elapsed_s
     body = provider.bodies[0]

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from riskwatch.domain import RiskLevel
+from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch_llmsim.protocol import parse_completion_request
 from riskwatch_scheduler.prompt import (
     DEFAULT_PROMPT,
-    FEATURES_MARKER,
     InvalidReply,
     LlmVerdict,
     PromptBook,
@@ -102,7 +103,7 @@ def test_parse_reply_accepts_bare_json_and_a_json_fence() -> None:
     assert parse_reply(f"  \n{json.dumps(VALID)}\n") == expected
     assert parse_reply(f"```json\n{json.dumps(VALID, indent=2)}\n```") == expected
     assert parse_reply(f"Here you go:\n```\n{json.dumps(VALID)}\n```") == expected
-    assert parse_reply(json.dumps({**VALID, "risk_level": " High ", "extra": 1})).risk_level == "high"
+    assert parse_reply(json.dumps({**VALID, "risk_level": " High ", "extra": 1})).risk_level == RiskLevel.HIGH
     assert parse_reply(json.dumps({**VALID, "risk_level": "none", "risk_types": [], "involved_track_ids": []}))
 
 

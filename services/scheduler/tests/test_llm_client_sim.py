@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from riskwatch.domain import RiskLevel
 from riskwatch_llmsim import KeyPolicy, RunningSimulator, SimulatorConfig, start_simulator
 from riskwatch_scheduler.keypool import KeyPool, KeyState
 from riskwatch_scheduler.keys_config import ApiKeysConfig
@@ -102,7 +103,7 @@ async def test_pacing_at_the_exact_limits_draws_no_429_and_uses_the_quota(simula
     assert Counter(r.key_id for r in results) == {k: 30 for k in KEY_IDS}
     # 90 calls at 3 keys x 10/s: 3 s of quota, less the first burst of 5 per key
     assert 2.3 < elapsed < 4.5
-    assert results[0].verdict is not None and results[0].verdict.risk_level in ("medium", "high")
+    assert results[0].verdict is not None and results[0].verdict.risk_level in (RiskLevel.MEDIUM, RiskLevel.HIGH)
     await client.close()
 
 

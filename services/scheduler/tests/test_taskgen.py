@@ -140,6 +140,18 @@ def test_ped_vehicle_distance_falling_below_each_bound_triggers_with_a_dead_band
     assert reasons(step(gen, clock, event(6, [group("g1", [1, 2], distance=0.6)]))) == ["recovery"]
 
 
+def test_a_threshold_may_watch_any_group_feature_and_names_a_wrong_one() -> None:
+    clock = ManualClock(T0)
+    rule = {"feature": "min_spacing", "direction": "below", "bounds": [0.5], "reason": "spacing"}
+    gen = generator(clock, thresholds=[rule])
+    near = events_pb2.Group(group_id="g1", member_track_ids=[1, 2], features=events_pb2.GroupFeatures(min_spacing=2.0))
+    step(gen, clock, event(1, [near]))
+    near.features.min_spacing = 0.2
+    assert reasons(step(gen, clock, event(2, [near]))) == ["spacing"]
+    with pytest.raises(ValueError, match="'speed' is not a group feature"):
+        generator(clock, thresholds=[{**rule, "feature": "speed"}])
+
+
 def test_recovery_trigger_can_be_switched_off() -> None:
     clock = ManualClock(T0)
     gen = generator(clock, trigger_on_recovery=False)

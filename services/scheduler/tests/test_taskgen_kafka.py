@@ -12,6 +12,7 @@ from riskwatch import events
 from riskwatch.bus import Consumer, Stage
 from riskwatch.bus.kafka import KafkaBus
 from riskwatch.clock import ManualClock
+from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.taskgen import TaskGenerator
@@ -99,7 +100,7 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
         )
         result.verdict.risk_level = events_pb2.RISK_LEVEL_HIGH
         await bus.publish(results, "cam-1", result.SerializeToString())
-        await until(lambda: generator.last_verdict("cam-1", "g1") == "high")
+        await until(lambda: generator.last_verdict("cam-1", "g1") == RiskLevel.HIGH)
 
         clock.advance_to(T0 + 3)  # nothing changed, but a high verdict is refreshed after 3 s (unassessed: 30 s)
         await bus.publish(detections, "cam-1", detection(3))

@@ -7,17 +7,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from riskwatch.config import FrozenModel
-
-# GroupFeatures fields a threshold may watch (numbers; an unset optional counts as "nothing to fear").
-FeatureName = Literal[
-    "min_ped_vehicle_distance", "min_spacing", "density", "vehicles", "pedestrians", "two_wheelers", "others"
-]
+from riskwatch.domain import GroupFeatures
 
 
 class ThresholdRule(FrozenModel):
     """Send a group when `feature` crosses one of `bounds` in the risky `direction`."""
 
-    feature: FeatureName
+    # Any GroupFeatures field (an unset optional one counts as "nothing to fear").
+    feature: str
     # below: risk grows as the value falls (distances); above: as it rises (density, counts).
     direction: Literal["below", "above"]
     bounds: tuple[float, ...] = Field(min_length=1)
@@ -25,6 +22,13 @@ class ThresholdRule(FrozenModel):
     reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     # Relative dead band: a value must pass a bound by this fraction of it to count as back across it.
     margin: float = Field(default=0.0, ge=0, lt=1)
+
+    @field_validator("feature")
+    @classmethod
+    def _a_feature(cls, feature: str) -> str:
+        if feature not in GroupFeatures.names():
+            raise ValueError(f"{feature!r} is not a group feature (one of {', '.join(GroupFeatures.names())})")
+        return feature
 
     @field_validator("bounds")
     @classmethod

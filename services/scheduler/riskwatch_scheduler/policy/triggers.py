@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from riskwatch import events
+from riskwatch.domain import GroupFeatures, RiskLevel
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.policy.settings import PriorityWeights, ThresholdRule, Zone
 
@@ -14,7 +14,6 @@ MEMBERSHIP = "membership"
 ZONE = "zone"
 RECOVERY = "recovery"
 REFRESH = "refresh"
-UNASSESSED = "unassessed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +38,7 @@ class GroupMemory:
 class VerdictMemory:
     """The latest verdict (or failure) the LLM gave for a group."""
 
-    level: str  # none | low | medium | high | unassessed (failed)
+    level: RiskLevel  # UNASSESSED after a failure
     capture: float
     last_seen: float
     # Lower than the verdict before it and not yet confirmed by another verdict at this level.
@@ -50,15 +49,6 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)
-
-
-def feature_value(features: events_pb2.GroupFeatures, name: str) -> float | None:
-    if name == "min_ped_vehicle_distance":
-        return features.min_ped_vehicle_distance if features.HasField("min_ped_vehicle_distance") else None
-    if name == "min_spacing":
-        return features.min_spacing if features.HasField("min_spacing") else None
-    value: float = getattr(features, name)
-    return float(value)
 
 
 def band(rule: ThresholdRule, value: float | None, previous: int) -> int:
@@ -112,10 +102,8 @@ def observe(
 ) -> Observation:
     members = frozenset(group.member_track_ids)
     previous = memory.sent.bands if memory is not None and len(memory.sent.bands) == len(rules) else (0,) * len(rules)
-    bands = tuple(
-        band(rule, feature_value(group.features, rule.feature), prev)
-        for rule, prev in zip(rules, previous, strict=True)
-    )
+    features = GroupFeatures.from_proto(group.features)
+    bands = tuple(band(rule, features.value(rule.feature), prev) for rule, prev in zip(rules, previous, strict=True))
     return Observation(members, bands, zones_entered(event, members, zones))
 
 
@@ -148,21 +136,14 @@ def trigger(
 
 
 def risk_score(
-    features: events_pb2.GroupFeatures, weights: PriorityWeights, zone_weights: Iterable[float], verdict_level: str
+    features: GroupFeatures, weights: PriorityWeights, zone_weights: Iterable[float], verdict_level: RiskLevel
 ) -> float:
     """A cheap 0..1 guess at how risky a group is; orders tasks when the LLM budget is short."""
-    parts = [weights.for_verdict(verdict_level), *zone_weights]
-    if features.HasField("min_ped_vehicle_distance"):
+    parts = [weights.for_verdict(verdict_level.label), *zone_weights]
+    if features.min_ped_vehicle_distance is not None:
         parts.append(1.0 / (1.0 + max(features.min_ped_vehicle_distance, 0.0) / weights.distance_scale))
     parts.append(weights.density_weight * min(max(features.density, 0.0) / weights.density_scale, 1.0))
     safe = 1.0
     for part in parts:
         safe *= 1.0 - min(max(part, 0.0), 1.0)
     return round(1.0 - safe, 4)
-
-
-LEVEL_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
-
-
-def level_name(level: int) -> str:
-    return events.risk_level_name(level) if level != events_pb2.RISK_LEVEL_UNSPECIFIED else UNASSESSED

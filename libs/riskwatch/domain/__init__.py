@@ -1,0 +1,23 @@
+"""The domain vocabulary every service and the simulator share: risk levels, group features, failure kinds, camera ids.
+
+One module per concept, each with its conversions to and from the proto enums and messages (`riskwatch.v1`) and the
+JSON forms on the wire, so a service never spells a level, a feature or a failure kind itself.
+"""
+
+from riskwatch.domain.cameras import CAMERA_ID_PATTERN, CameraId, check_camera_id, is_valid_camera_id
+from riskwatch.domain.failures import FailureKind
+from riskwatch.domain.features import FeatureError, GroupFeatures, PromptFeatures
+from riskwatch.domain.risk import VERDICT_LEVELS, RiskLevel
+
+__all__ = [
+    "CAMERA_ID_PATTERN",
+    "VERDICT_LEVELS",
+    "CameraId",
+    "FailureKind",
+    "FeatureError",
+    "GroupFeatures",
+    "PromptFeatures",
+    "RiskLevel",
+    "check_camera_id",
+    "is_valid_camera_id",
+]

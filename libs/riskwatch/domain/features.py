@@ -1,0 +1,181 @@
+"""Group features: what the detector measures about a group, with its proto message and the JSON forms on the wire.
+
+A new feature is one field here (plus the proto field of the same name): the detector fills it, the task
+generator's thresholds may watch it, the gateway's JSON and the LLM's prompt carry it, the simulator parses it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+from riskwatch.v1 import events_pb2
+
+# In the LLM request, the line after which the PromptFeatures JSON follows (the simulator looks for it).
+FEATURES_MARKER = "Group features (JSON):"
+
+
+class FeatureError(ValueError):
+    """Features that are missing a key or hold a value of the wrong type; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFeatures:
+    """Distances are in units of the members' mean box size (independent of resolution and camera distance)."""
+
+    vehicles: int = 0
+    pedestrians: int = 0
+    two_wheelers: int = 0
+    others: int = 0
+    # Smallest pedestrian–vehicle gap; None when the group lacks either category.
+    min_ped_vehicle_distance: float | None = None
+    # Members per unit of normalised area.
+    density: float = 0.0
+    # Smallest gap between any two members; None for single-member groups.
+    min_spacing: float | None = None
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """Every feature's name, in the order the JSON forms list them."""
+        return tuple(_KINDS)
+
+    @classmethod
+    def from_proto(cls, message: events_pb2.GroupFeatures) -> GroupFeatures:
+        present = {field.name for field, _ in message.ListFields()}  # an optional field is listed when set
+        values: dict[str, Any] = {
+            name: getattr(message, name) if kind is not _OPTIONAL or name in present else None
+            for name, kind in _KINDS.items()
+        }
+        return cls(**values)
+
+    def to_proto(self) -> events_pb2.GroupFeatures:
+        values: dict[str, Any] = {name: value for name, value in self._items() if value is not None}
+        return events_pb2.GroupFeatures(**values)
+
+    def to_dict(self, *, digits: int, omit_unset: bool) -> dict[str, Any]:
+        """The JSON form: numbers rounded to `digits`; an unset optional feature left out or shown as null."""
+        out: dict[str, Any] = {}
+        for name, value in self._items():
+            if value is None:
+                if not omit_unset:
+                    out[name] = None
+            else:
+                out[name] = round(value, digits) if isinstance(value, float) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> GroupFeatures:
+        """Validate the features in a JSON object (every key required); FeatureError names the first bad key."""
+        missing = [name for name in _KINDS if name not in raw]
+        if missing:
+            raise FeatureError(f"features lack key(s): {', '.join(missing)}")
+        parse = {int: _count, float: _number, _OPTIONAL: _optional_number}
+        values: dict[str, Any] = {name: parse[kind](raw, name) for name, kind in _KINDS.items()}
+        return cls(**values)
+
+    def value(self, name: str) -> float | None:
+        """The feature called `name` as a number (None when unset); KeyError for a name that is no feature."""
+        if name not in _KINDS:
+            raise KeyError(name)
+        value: int | float | None = getattr(self, name)
+        return None if value is None else float(value)
+
+    def _items(self) -> list[tuple[str, int | float | None]]:
+        return [(name, getattr(self, name)) for name in _KINDS]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFeatures:
+    """One group as the LLM is shown it (the prompt's features JSON): whose group, its members, its features."""
+
+    camera_id: str
+    group_id: str
+    member_track_ids: tuple[int, ...]
+    features: GroupFeatures
+
+    @staticmethod
+    def json_keys() -> tuple[str, ...]:
+        return ("camera_id", "group_id", "member_track_ids", *GroupFeatures.names())
+
+    @classmethod
+    def from_task(cls, task: events_pb2.AssessmentTask) -> PromptFeatures:
+        return cls(task.camera_id, task.group_id, tuple(task.member_track_ids), GroupFeatures.from_proto(task.features))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "camera_id": self.camera_id,
+            "group_id": self.group_id,
+            "member_track_ids": list(self.member_track_ids),
+            **self.features.to_dict(digits=3, omit_unset=False),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> PromptFeatures:
+        """Validate a prompt's features object; FeatureError names the missing keys or the first bad one."""
+        if not isinstance(raw, Mapping):
+            raise FeatureError("features must be a JSON object")
+        missing = [key for key in cls.json_keys() if key not in raw]
+        if missing:
+            raise FeatureError(f"features lack key(s): {', '.join(missing)}")
+        return cls(
+            camera_id=_string(raw, "camera_id"),
+            group_id=_string(raw, "group_id"),
+            member_track_ids=_int_list(raw, "member_track_ids"),
+            features=GroupFeatures.from_dict(raw),
+        )
+
+
+_OPTIONAL = object()  # the kind of a `float | None` feature
+
+
+def _kind(hint: object) -> object:
+    if hint is int or hint is float:
+        return hint
+    if hint == float | None:
+        return _OPTIONAL
+    raise TypeError(f"a group feature is an int, a float or an optional float, not {hint}")
+
+
+_KINDS: dict[str, object] = {
+    f.name: _kind(hint) for f in fields(GroupFeatures) for hint in [get_type_hints(GroupFeatures)[f.name]]
+}
+
+
+def _string(raw: Mapping[str, object], key: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or not value:
+        raise FeatureError(f"features.{key} must be a non-empty string")
+    return value
+
+
+def _count(raw: Mapping[str, object], key: str) -> int:
+    value = raw[key]
+    # bool is an int subclass; `true` for a count is a sender bug worth surfacing
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FeatureError(f"features.{key} must be a non-negative integer")
+    return value
+
+
+def _int_list(raw: Mapping[str, object], key: str) -> tuple[int, ...]:
+    value = raw[key]
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise FeatureError(f"features.{key} must be a list of integers")
+    items: list[int] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise FeatureError(f"features.{key} must be a list of integers")
+        items.append(item)
+    return tuple(items)
+
+
+def _number(raw: Mapping[str, object], key: str) -> float:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FeatureError(f"features.{key} must be a finite number")
+    return float(value)
+
+
+def _optional_number(raw: Mapping[str, object], key: str) -> float | None:
+    return None if raw[key] is None else _number(raw, key)
