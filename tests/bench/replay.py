@@ -18,7 +18,11 @@ from pathlib import Path
 import cv2
 
 from riskwatch import events
+from riskwatch.bus import InMemoryBus
+from riskwatch.config import load_settings
 from riskwatch.v1 import detector_pb2, events_pb2
+from riskwatch_detector.config import DetectorSettings
+from riskwatch_detector.service import Detector
 from tests.support.stack import REPO, VIDEO
 
 PHASES = 5  # 10 fps video sampled every 5th frame = 2 FPS
@@ -118,11 +122,6 @@ def _read(path: Path) -> list[list[events_pb2.DetectionEvent]]:
 
 
 async def _compute(jpegs: list[bytes], length: int) -> list[list[events_pb2.DetectionEvent]]:
-    from riskwatch.bus import InMemoryBus  # noqa: PLC0415
-    from riskwatch.config import load_settings  # noqa: PLC0415
-    from riskwatch_detector.config import DetectorSettings  # noqa: PLC0415
-    from riskwatch_detector.service import Detector  # noqa: PLC0415
-
     settings = load_settings(DetectorSettings, REPO / "config")
     detector = Detector.from_settings(settings, InMemoryBus())
     await detector.start()

@@ -1,4 +1,4 @@
-"""A WebSocket client subscribed to every camera, in its own process so its timestamps do not wait on the load."""
+"""The WebSocket recorder subscribed to every camera, in its own process so its timestamps do not wait on the load."""
 
 from __future__ import annotations
 
@@ -6,73 +6,54 @@ import asyncio
 import json
 import multiprocessing
 import multiprocessing.synchronize
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import websockets
+from tests.support.clients import WsRecorder
 
 
 def record(
-    url: str, out: Path, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
+    http_port: int, out: Path, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
 ) -> None:
-    """Child process: subscribe to "*", note the arrival time of every detections and risk_state message."""
-    asyncio.run(_record(url, out, ready, stop))
+    """Child process: subscribe to "*", note the arrival time of every detections, alert and risk_state message."""
+    asyncio.run(_record(http_port, out, ready, stop))
 
 
 async def _record(
-    url: str, out: Path, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
+    http_port: int, out: Path, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
 ) -> None:
-    detections: list[tuple[float, str, int, float]] = []
-    states: list[dict[str, Any]] = []
-    alerts: list[tuple[float, str, float]] = []
-    kinds: Counter[str] = Counter()
-    closed: str | None = None
-
-    async def receive(ws: websockets.ClientConnection) -> None:
-        async for raw in ws:
-            now = time.time()
-            message = json.loads(raw)
-            kind = message.get("type", "")
-            kinds[kind] += 1
-            if kind == "subscribed":
-                ready.set()
-            elif kind == "detections":
-                detections.append((now, message["camera_id"], message["frame_id"], message["capture_time"]))
-            elif kind == "alert" and not message.get("replay"):
-                alerts.append((now, message.get("task_id", ""), message.get("capture_time") or 0.0))
-            elif kind == "risk_state":
-                states.append(
-                    {
-                        "t": now,
-                        "camera_id": message["camera_id"],
-                        "version": message["version"],
-                        "last_task_id": message.get("last_task_id", ""),
-                        "groups": [
-                            (g.get("task_id", ""), g.get("capture_time") or 0.0, g.get("risk_level", ""))
-                            for g in message.get("groups", [])
-                        ],
-                    }
-                )
-
-    for attempt in range(20):  # the gateway may still be binding its HTTP listener
-        try:
-            ws = await websockets.connect(url, max_size=None, open_timeout=30)
-            break
-        except OSError:
-            if attempt == 19:
-                raise
-            await asyncio.sleep(0.5)
-    async with ws:
-        await ws.send(json.dumps({"type": "subscribe", "cameras": "*"}))
-        receiving = asyncio.create_task(receive(ws))
-        while not stop.is_set() and not receiving.done():
+    async with WsRecorder(http_port) as ws:
+        ready.set()
+        while not stop.is_set() and ws.running:
             await asyncio.sleep(0.1)
-        if receiving.done() and receiving.exception() is not None:
-            closed = repr(receiving.exception())
-        receiving.cancel()
-    seen = {"detections": detections, "states": states, "alerts": alerts, "kinds": kinds, "closed": closed}
+    seen = {
+        "detections": [
+            (m.received_at, m.message["camera_id"], m.message["frame_id"], m.message["capture_time"])
+            for m in ws.received
+            if m.message.get("type") == "detections"
+        ],
+        "states": [
+            {
+                "t": m.received_at,
+                "camera_id": m.message["camera_id"],
+                "version": m.message["version"],
+                "last_task_id": m.message.get("last_task_id", ""),
+                "groups": [
+                    (g.get("task_id", ""), g.get("capture_time") or 0.0, g.get("risk_level", ""))
+                    for g in m.message.get("groups", [])
+                ],
+            }
+            for m in ws.received
+            if m.message.get("type") == "risk_state"
+        ],
+        "alerts": [
+            (m.received_at, m.message.get("task_id", ""), m.message.get("capture_time") or 0.0)
+            for m in ws.received
+            if m.message.get("type") == "alert" and not m.message.get("replay")
+        ],
+        "kinds": ws.kinds(),
+        "closed": ws.closed,
+    }
     await asyncio.to_thread(out.write_text, json.dumps(seen))
 
 
@@ -84,9 +65,7 @@ class WsRecorderProcess:
         self.out = out
         self._ready = ctx.Event()
         self._stop = ctx.Event()
-        self._proc = ctx.Process(
-            target=record, args=(f"ws://127.0.0.1:{http_port}/ws", out, self._ready, self._stop), daemon=True
-        )
+        self._proc = ctx.Process(target=record, args=(http_port, out, self._ready, self._stop), daemon=True)
 
     @property
     def pid(self) -> int:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
 
 from riskwatch.cache import RedisCache, keys
 from riskwatch.v1 import events_pb2
 from tests.support.clients import WsRecorder, add_push_camera, push_frames
 from tests.support.frames import video_frames
-from tests.support.stack import BOOTSTRAP, REDIS_URL, REPO, VIDEO, Stack
+from tests.support.stack import REDIS_URL, REPO, VIDEO, Stack
+from tests.support.topics import TopicReader
 
 pytestmark = [pytest.mark.infra, pytest.mark.e2e]
 
@@ -36,31 +34,10 @@ def stack() -> Iterator[Stack]:
 
 
 def read_topic(topic: str, expect_at_least: int, timeout: float = 60.0, settle: float = 2.0) -> list[bytes]:
-    """Every record of `topic`, read with a throw-away group until `expect_at_least` arrived and it goes quiet."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                if len(values) >= expect_at_least and time.monotonic() - quiet_since > settle:
-                    break
-                continue
-            values.append(msg.value())
-            quiet_since = time.monotonic()
-    finally:
-        consumer.close()
-    return values
+    """Every record of `topic`, once `expect_at_least` arrived and `settle` s more passed (late duplicates)."""
+    with TopicReader(topic) as reader:
+        reader.read_until(lambda records: len(records) >= expect_at_least, timeout, settle)
+        return reader.values
 
 
 async def test_frames_flow_through_every_stage(stack: Stack) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.harness import FaultStack, PrivateInfra
+from tests.faults.infra import PrivateInfra
+from tests.faults.stack import FaultStack
 from tests.support.stack import REPO
 
 # One directory per run (logs, the ledger of each case as JSON, the private broker's data while it runs),

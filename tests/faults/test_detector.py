@@ -18,7 +18,8 @@ import pytest
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2, gateway_pb2
-from tests.faults.harness import FaultStack, assert_case, kill_and_restart, run_case
+from tests.faults.case import assert_case, kill_and_restart, run_case
+from tests.faults.stack import FaultStack
 from tests.support.clients import add_push_camera, push_frames
 from tests.support.frames import video_frames
 from tests.support.stack import VIDEO, wait_for_port
@@ -59,9 +60,9 @@ async def test_detector_stopped_under_real_frames(stack: FaultStack, sig: signal
         assert "detector stopped" in outcome["log"], outcome["log"][-3000:]
 
     published = {
-        events_pb2.DetectionEvent.FromString(value).event_id
-        for key, value in stack.readers[stack.topics["detection-results"]].records
-        if key is not None and key.decode() in cameras
+        events_pb2.DetectionEvent.FromString(record.value).event_id
+        for record in stack.readers[stack.topics["detection-results"]].records
+        if record.key is not None and record.key.decode() in cameras
     }
     ledger: dict[str, int] = {"event": 0, "error": 0, "unanswered": 0, "event_not_in_kafka": 0}
     errors = set()

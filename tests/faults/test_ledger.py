@@ -6,13 +6,15 @@ from typing import Any
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import Load, account, detection_event
+from tests.faults.ledger import account
+from tests.faults.load import Load, detection_event
 from tests.support.stack import CONSUMED_TOPICS, TOPICS
+from tests.support.topics import TopicRecord
 
 
 class _Topic:
     def __init__(self) -> None:
-        self.records: list[tuple[bytes | None, bytes]] = []
+        self.records: list[TopicRecord] = []
 
     def catch_up(self) -> int:
         return 0
@@ -30,7 +32,7 @@ class _Stack:
 
     def put(self, topic: str, camera: str, message: Any) -> None:
         name = self.topics.get(topic, topic)
-        self.readers[name].records.append((camera.encode(), message.SerializeToString()))
+        self.readers[name].records.append(TopicRecord(camera.encode(), message.SerializeToString(), 0))
 
 
 def _load(cameras: list[str], frames: int) -> tuple[Load, list[events_pb2.DetectionEvent]]:
@@ -46,7 +48,9 @@ def _load(cameras: list[str], frames: int) -> tuple[Load, list[events_pb2.Detect
     return load, published
 
 
-def _verdict(event: events_pb2.DetectionEvent, group: events_pb2.Group, level: int) -> events_pb2.AssessmentResult:
+def _verdict(
+    event: events_pb2.DetectionEvent, group: events_pb2.Group, level: events_pb2.RiskLevel.ValueType
+) -> events_pb2.AssessmentResult:
     return events_pb2.AssessmentResult(
         task_id=events.task_id(event.event_id, group.group_id),
         camera_id=event.camera_id,

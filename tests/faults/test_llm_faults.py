@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import FaultStack, after, assert_case, run_case
+from tests.faults.case import after, assert_case, run_case
+from tests.faults.stack import FaultStack
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 

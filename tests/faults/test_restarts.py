@@ -1,7 +1,7 @@
 """Under steady load, kill -9 / SIGTERM each streaming service, restart the broker, stop Redis: nothing is lost.
 
 Each case publishes DetectionEvents for its own cameras straight to detection-results for ~16 s while the fault
-happens, then accounts for every event, task and result (tests/faults/harness.py), checks that a WebSocket client
+happens, then accounts for every event, task and result (tests/faults/ledger.py), checks that a WebSocket client
 saw no duplicate, and that each camera's state in Redis is the latest verdict of each of its groups.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import FaultStack, after, assert_case, kill_and_restart, run_case
+from tests.faults.case import after, assert_case, kill_and_restart, run_case
+from tests.faults.stack import FaultStack
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 

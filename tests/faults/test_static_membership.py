@@ -20,15 +20,10 @@ from confluent_kafka import Producer
 from riskwatch import events
 from riskwatch.bus.stage import STAGE_FAILED
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import (
-    CLIENT_LOG,
-    FaultStack,
-    TopicLog,
-    crop_jpeg,
-    detection_event,
-    probe_env,
-    start_task_generator,
-)
+from tests.faults.infra import CLIENT_LOG, QUIET_READER
+from tests.faults.load import crop_jpeg, detection_event
+from tests.faults.stack import FaultStack, probe_env, start_task_generator
+from tests.support.topics import TopicReader
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 
@@ -68,7 +63,7 @@ async def outage_after_kill_9(stack: FaultStack, name: str, instance_id: str | N
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "logger": CLIENT_LOG})
     camera = f"{probe}-cam"
     crop = crop_jpeg(0)
-    reader = TopicLog(bootstrap, topics["tasks"])
+    reader = TopicReader(topics["tasks"], bootstrap, QUIET_READER)
     published = 0
     killed_at = 0.0
     try:
@@ -92,7 +87,7 @@ async def outage_after_kill_9(stack: FaultStack, name: str, instance_id: str | N
         while set(waited) != expected and time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(reader.catch_up)
-            for _key, value in reader.records:
+            for value in reader.values:
                 task = events_pb2.AssessmentTask.FromString(value)
                 delay = events.seconds(task.created_time) - events.seconds(task.capture_time)
                 waited[task.event_id] = min(delay, waited.get(task.event_id, delay))

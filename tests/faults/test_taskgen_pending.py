@@ -20,15 +20,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-from tests.faults.harness import (
-    CLIENT_LOG,
-    FaultStack,
-    TopicLog,
-    crop_jpeg,
-    detection_event,
-    probe_env,
-    start_task_generator,
-)
+from tests.faults.infra import CLIENT_LOG, QUIET_READER
+from tests.faults.load import crop_jpeg, detection_event
+from tests.faults.stack import FaultStack, probe_env, start_task_generator
+from tests.support.topics import TopicReader
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 
@@ -61,7 +56,7 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "logger": CLIENT_LOG}
     )
     crop = crop_jpeg(0)
-    reader = TopicLog(bootstrap, topics["tasks"])
+    reader = TopicReader(topics["tasks"], bootstrap, QUIET_READER)
     try:
         # Frame 1: a new group, sent at once. Frames 2-4: new members each (membership trigger), each waiting out
         # the 30 s interval; the newest (frame 4) is the pending task.
@@ -72,7 +67,7 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
             await asyncio.sleep(0.3 if frame > 1 else 3.0)
         await asyncio.sleep(2.0)  # several commit intervals
         await asyncio.to_thread(reader.catch_up)
-        sent = [events_pb2.AssessmentTask.FromString(v).task_id for _k, v in reader.records]
+        sent = [events_pb2.AssessmentTask.FromString(v).task_id for v in reader.values]
         pending = events.task_id(events.event_id(camera, 4), "g1")
         assert events.task_id(events.event_id(camera, 1), "g1") in sent and pending not in sent, sent
         # Frames 2-3 were superseded by frame 4 (counted as skipped) and are committed; frame 4 (offset 3) waits for
@@ -87,7 +82,7 @@ async def test_pending_task_survives_kill_9(stack: FaultStack) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             await asyncio.to_thread(reader.catch_up)
-            sent = [events_pb2.AssessmentTask.FromString(v).task_id for _k, v in reader.records]
+            sent = [events_pb2.AssessmentTask.FromString(v).task_id for v in reader.values]
             if pending in sent:
                 break
             await asyncio.sleep(0.5)

@@ -13,7 +13,7 @@ from riskwatch.v1 import detector_pb2
 def video_frames(path: Path, count: int, camera_id: str, every: int = 5, start: int = 0) -> list[detector_pb2.Frame]:
     """`count` frames, one every `every` source frames (10 fps video, so every=5 is 2 FPS)."""
     capture = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[detector_pb2.Frame] = []
     index = 0
     try:
         while len(frames) < count:

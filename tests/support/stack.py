@@ -151,11 +151,6 @@ class Stack:
         self.start("gateway", "riskwatch_gateway", port="gateway_grpc")
         wait_for_port(self.ports["gateway_http"], proc=self.procs["gateway"])
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        proc.send_signal(sig)
-        proc.wait(timeout=60)
-
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
             proc = self.procs[name]

@@ -1,6 +1,6 @@
 """Detector benchmark on vtest.avi: ultralytics baseline vs raw serving backend vs the gRPC service end to end.
 
-    uv run python services/detector/bench/bench_detector.py [--sizes 640,320] [--output bench-results/detector.json]
+    uv run python -m services.detector.bench.bench_detector [--sizes 640,320] [--output bench-results/detector.json]
 
 (a) baseline: what a user would write, ultralytics `YOLO(.pt).predict` one frame at a time;
 (b) raw: the serving backend's `infer()` (letterbox, ONNX Runtime, NMS) at the service's max batch size;
@@ -27,15 +27,20 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import cv2
+import grpc
+import numpy as np
+
+from riskwatch.bus import InMemoryBus
+from riskwatch.config import load_settings
+from riskwatch.v1 import detector_pb2, detector_pb2_grpc
+from riskwatch_detector import metrics
+from riskwatch_detector.backends import create_backend
+from riskwatch_detector.config import DetectorConfig, DetectorSettings
+from riskwatch_detector.server import create_server, set_serving
+from riskwatch_detector.service import Detector
+
 REPO = Path(__file__).resolve().parents[3]
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / "var" / "ultralytics"))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from riskwatch_detector.config import DetectorConfig  # noqa: E402
 
 Image = np.ndarray[Any, np.dtype[np.uint8]]
 
@@ -90,7 +95,6 @@ class Raw:
     """The serving backend alone (letterbox, ONNX Runtime, NMS) at the service's batch size."""
 
     def __init__(self, config: DetectorConfig, batch: int) -> None:
-        from riskwatch_detector.backends import create_backend  # noqa: PLC0415
 
         self._backend = create_backend(config)
         self.batch = batch
@@ -110,11 +114,6 @@ class Raw:
 
 def serve(config_json: str, pipe: Connection) -> None:
     """Child process: the real detector and gRPC server on a free port, until the parent says stop."""
-    from riskwatch.bus import InMemoryBus  # noqa: PLC0415
-    from riskwatch_detector import metrics  # noqa: PLC0415
-    from riskwatch_detector.config import DetectorSettings  # noqa: PLC0415
-    from riskwatch_detector.server import create_server, set_serving  # noqa: PLC0415
-    from riskwatch_detector.service import Detector  # noqa: PLC0415
 
     async def run() -> None:
         settings = DetectorSettings(detector=DetectorConfig.model_validate_json(config_json))
@@ -140,9 +139,6 @@ async def drive(
     port: int, jpegs: list[bytes], cameras: int, frames_per_camera: int, latencies: list[float]
 ) -> tuple[int, float, int]:
     """(frames answered, seconds, errors) for `cameras` cameras each sending `frames_per_camera` frames."""
-    import grpc  # noqa: PLC0415
-
-    from riskwatch.v1 import detector_pb2, detector_pb2_grpc  # noqa: PLC0415
 
     errors = 0
     measured: list[float] = []
@@ -274,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=None, help="service batch size (default: detector.yaml)")
     parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "detector.json")
     args = parser.parse_args(argv)
-
-    from riskwatch.config import load_settings  # noqa: PLC0415
-    from riskwatch_detector.config import DetectorSettings  # noqa: PLC0415
+    # The baseline imports ultralytics, which reads these on import: offline, and its settings inside the repo.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / "var" / "ultralytics"))
 
     base = load_settings(DetectorSettings, REPO / "config").detector
     args.onnx = (args.onnx or REPO / base.model_path).resolve()

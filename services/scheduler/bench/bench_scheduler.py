@@ -18,13 +18,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from riskwatch import events
 from riskwatch.bus.kafka import KafkaBus
 from riskwatch.v1 import events_pb2
 from riskwatch_llmsim.testing import SAMPLE_JPEG
 from tests.support.stack import BOOTSTRAP, REPO, Stack, write_sim_api_keys
+from tests.support.topics import TopicReader, TopicRecord
 
 KEYS = 10
 QPS = 10
@@ -77,25 +76,21 @@ async def offer(bus: KafkaBus, topic: str, rate: float, duration: float) -> int:
 
 
 def collect_results(topic: str, expected: int, timeout: float) -> list[events_pb2.AssessmentResult]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"bench-reader-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    """One result per task id (the last one read), once `expected` task ids have one or `timeout` passed."""
     results: dict[str, events_pb2.AssessmentResult] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while len(results) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                r = events_pb2.AssessmentResult.FromString(msg.value())
-                results[r.task_id] = r
-    finally:
-        consumer.close()
+
+    decoded = 0
+
+    def enough(records: list[TopicRecord]) -> bool:
+        nonlocal decoded
+        for record in records[decoded:]:
+            result = events_pb2.AssessmentResult.FromString(record.value)
+            results[result.task_id] = result
+        decoded = len(records)
+        return len(results) >= expected
+
+    with TopicReader(topic) as reader:
+        reader.read_until(enough, timeout)
     return list(results.values())
 
 

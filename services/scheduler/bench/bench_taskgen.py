@@ -25,7 +25,6 @@ import hashlib
 import heapq
 import itertools
 import json
-import os
 import struct
 import time
 from collections.abc import Iterator
@@ -33,26 +32,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
+from riskwatch import events
+from riskwatch.bus import InMemoryBus
+from riskwatch.config.loader import load_settings
+from riskwatch.domain import PromptFeatures
+from riskwatch.v1 import detector_pb2, events_pb2
+from riskwatch_aggregator.config import AggregatorSettings
+from riskwatch_aggregator.state import RiskStateBook
+from riskwatch_detector.backends import create_backend
+from riskwatch_detector.config import DetectorSettings
+from riskwatch_detector.service import Detector
+from riskwatch_llmsim import verdicts
+from riskwatch_scheduler.config import SchedulerSettings
+from riskwatch_scheduler.taskgen import TaskGenerator
+
 REPO = Path(__file__).resolve().parents[3]
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / "var" / "ultralytics"))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from riskwatch import events  # noqa: E402
-from riskwatch.bus import InMemoryBus  # noqa: E402
-from riskwatch.config.loader import load_settings  # noqa: E402
-from riskwatch.domain import PromptFeatures  # noqa: E402
-from riskwatch.v1 import detector_pb2, events_pb2  # noqa: E402
-from riskwatch_aggregator.config import AggregatorSettings  # noqa: E402
-from riskwatch_aggregator.state import RiskStateBook  # noqa: E402
-from riskwatch_detector.backends import create_backend  # noqa: E402
-from riskwatch_detector.config import DetectorSettings  # noqa: E402
-from riskwatch_detector.service import Detector  # noqa: E402
-from riskwatch_llmsim import verdicts  # noqa: E402
-from riskwatch_scheduler.config import SchedulerSettings  # noqa: E402
-from riskwatch_scheduler.taskgen import TaskGenerator  # noqa: E402
 
 T0 = 1_800_000_000.0
 
