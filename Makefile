@@ -83,7 +83,7 @@ lint: proto ## Ruff and buf lint (checks only)
 	$(PY) buf lint proto
 
 typecheck: proto ## mypy in strict mode
-	$(PY) mypy libs/riskwatch services/*/riskwatch_*
+	$(PY) mypy libs/riskwatch services/*/riskwatch_* services/*/bench tests/support tests/faults tests/bench scripts
 
 format: ## Format the code (changes files)
 	$(PY) ruff format .

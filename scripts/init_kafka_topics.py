@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from riskwatch.bus.kafka import MAX_MESSAGE_BYTES, wait_for_broker
 from riskwatch.cli import add_kafka_options, kafka_settings

@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 
 from riskwatch import events
-from riskwatch.bus.kafka import topic_reader
+from riskwatch.bus.kafka import record_headers, topic_reader
 from riskwatch.cli import add_kafka_options, kafka_settings
 from riskwatch.config import CommonSettings
 from riskwatch.errors import DecodeError, Unavailable
@@ -70,7 +70,7 @@ def describe(msg: Message, message_type: type[ProtoMessage] | None) -> dict[str,
         "offset": msg.offset(),
         "key": (msg.key() or b"").decode(errors="replace"),
     }
-    headers = {name: (data or b"").decode(errors="replace") for name, data in msg.headers() or []}
+    headers = {name: data.decode(errors="replace") for name, data in record_headers(msg.headers())}
     if headers:
         record["headers"] = headers
     if message_type is None:  # a dead-letter topic: the value is whatever could not be processed

@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from riskwatch.bus.kafka import topic_reader
 from riskwatch.errors import Unavailable
@@ -69,10 +70,7 @@ class TopicReader:
                 if self._consumer is None:
                     return 0
             consumer = self._consumer
-            targets = {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-                for p in self._partitions
-            }
+            targets = self._high_watermarks(consumer, timeout)
             read = 0
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -87,6 +85,21 @@ class TopicReader:
                         self.records.append(TopicRecord(msg.key(), msg.value() or b"", msg.timestamp()[1]))
                         read += 1
             return read
+
+    def _high_watermarks(self, consumer: Consumer, timeout: float) -> dict[int, int]:
+        # Just after a broker restart the client's metadata lags: "Unknown partition" until it is refreshed.
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaException),
+            stop=stop_after_delay(timeout),
+            wait=wait_fixed(0.5),
+            reraise=True,
+        ):
+            with attempt:
+                return {
+                    p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                    for p in self._partitions
+                }
+        raise AssertionError("unreachable: Retrying either returns or re-raises")
 
     def read_until(
         self, done: Callable[[list[TopicRecord]], bool], timeout: float = 60.0, settle: float = 0.0

@@ -153,7 +153,7 @@ class KafkaBus(EventBus):
         await asyncio.to_thread(self._poller.join, 5)
 
 
-def _headers(raw: Any) -> Headers:
+def record_headers(raw: Any) -> Headers:
     """librdkafka's header list as (name, bytes) pairs; values may arrive as str or None."""
     return tuple((name, value.encode() if isinstance(value, str) else (value or b"")) for name, value in raw or [])
 
@@ -232,7 +232,7 @@ class KafkaConsumer(Consumer):
                 key=msg.key(),
                 value=msg.value() or b"",
                 timestamp_ms=ts if ts_type else 0,
-                headers=_headers(msg.headers()),
+                headers=record_headers(msg.headers()),
             )
             with self._lock:
                 self._tracker.delivered(record)

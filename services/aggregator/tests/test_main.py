@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.entry import run_entry
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _validate(config_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALGO_")}
-    return subprocess.run(
-        [sys.executable, "-m", "riskwatch_aggregator", "--validate-config", "--config-dir", str(config_dir)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_entry("riskwatch_aggregator", "--validate-config", "--config-dir", str(config_dir))
 
 
 def test_the_shipped_files_are_ok() -> None:

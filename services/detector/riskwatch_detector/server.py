@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = rpc.service_name(detector_pb2.DESCRIPTOR, "DetectorService")
 
 
-class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):  # type: ignore[misc]
+class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
     """Domain logic only: errors are mapped to statuses by riskwatch.rpc's interceptor."""
 
     def __init__(self, detector: Detector, max_in_flight_per_stream: int) -> None:

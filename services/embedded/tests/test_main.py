@@ -3,29 +3,18 @@ simulator is started where the configured API keys point."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from riskwatch_embedded.app import simulator_for
 from riskwatch_embedded.config import EmbeddedSettings
+from tests.support.entry import run_entry
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ALGO_")}
-    environ.update({"ALGO_METRICS_PORT": "0", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "riskwatch_embedded", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_entry("riskwatch_embedded", *args, **env)
 
 
 def test_validate_config_accepts_the_shipped_files() -> None:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.entry import run_entry
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET = "sk-must-never-be-printed"
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALGO_", "RW_"))}
-    env["ALGO_METRICS_PORT"] = "0"
-    return subprocess.run(
-        [sys.executable, "-m", "riskwatch_scheduler", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_entry("riskwatch_scheduler", *args, **env)
 
 
 def test_validate_config_accepts_the_shipped_files_and_names_every_file_read() -> None:
