@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, NoReturn
 from urllib.parse import quote
 
 import grpc
+import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskwatch import rpc
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SERVICE_PREFIX = "/riskwatch.v1.GatewayService/"
 TRAILER_FLAG = 0x80
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_PAD = ord("=")
 # The gRPC wire spec: TimeoutValue is at most 8 ASCII digits, then the unit.
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 
@@ -100,20 +102,25 @@ def _messages(body: bytes) -> list[bytes]:
 
 
 def decode_text(body: bytes) -> bytes:
-    """A -text body: base64, possibly several padded chunks one after another; linear in the body's size (each
-    chunk is decoded once, and the parts are joined once)."""
+    """A -text body: base64, possibly several padded chunks one after another (whitespace ignored).
+
+    Each padded chunk is a whole number of 4-character groups, and a group decodes on its own; so the body is
+    decoded in one pass with its padding read as zero bits, and the bytes the padding stood for are dropped
+    afterwards, a whole array at once. Linear, in C: a 1 MiB body of 4-character chunks takes milliseconds, where
+    decoding chunk by chunk (or re-slicing the rest after each) stalled the event loop for seconds."""
     data = b"".join(body.split())
-    parts = []
-    start = 0
-    while start < len(data):
-        end = data.find(b"=", start)
-        if end < 0:
-            end = len(data)
-        while end < len(data) and data[end] == ord("="):
-            end += 1
-        parts.append(base64.b64decode(data[start:end], validate=True))
-        start = end
-    return b"".join(parts)
+    if len(data) % 4:
+        raise ValueError("base64 body length is not a multiple of 4 (each chunk must be padded)")
+    if b"=" not in data:
+        return base64.b64decode(data, validate=True)
+    pad = np.frombuffer(data, np.uint8).reshape(-1, 4) == _PAD
+    if pad[:, :2].any() or (pad[:, 2] & ~pad[:, 3]).any():
+        raise ValueError("misplaced base64 padding")
+    decoded = np.frombuffer(base64.b64decode(data.replace(b"=", b"A"), validate=True), np.uint8).reshape(-1, 3)
+    keep = np.ones(decoded.shape, dtype=bool)
+    keep[:, 1] = ~pad[:, 2]
+    keep[:, 2] = ~pad[:, 3]
+    return bytes(decoded[keep].tobytes())
 
 
 def parse_timeout(value: str | None) -> float | None:
