@@ -159,6 +159,13 @@ async def test_a_large_grpc_web_text_body_does_not_stall_the_gateway(gateway: St
         assert reply.status_code == 200 and time.monotonic() - started < 5.0
 
 
+async def test_a_grpc_web_body_over_the_cap_is_refused(gateway: Stack) -> None:
+    async with http(gateway, ADMIN) as admin:
+        reply = await admin.post(LIST_CAMERAS, content=b"A" * (4 * 1024 * 1024 + 4), headers=GRPC_WEB_TEXT)
+        assert grpc_web_status(reply) == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert "grpc_web_max_body_bytes" in reply.headers["grpc-message"]
+
+
 def test_without_a_token_the_body_is_refused_before_it_is_read(gateway: Stack) -> None:
     # Announce 1 MiB and send none of it: the refusal must come anyway (the body is never awaited).
     head = (

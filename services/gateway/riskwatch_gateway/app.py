@@ -45,6 +45,8 @@ class GatewayApp:
     Redis), the embedded system passes its in-process detector and in-memory cache."""
 
     def __init__(self, settings: GatewaySettings, detector: Detect, cache: Cache) -> None:
+        # Before anything is built or started: refuse to be reachable beyond this machine without tokens.
+        check_exposure(settings.gateway)
         self.settings = settings
         self.detector = detector
         self.cache = cache
@@ -107,8 +109,6 @@ class GatewayApp:
 
     async def start(self) -> None:
         config = self.settings.gateway
-        # 0. who may connect: refuse to be reachable beyond this machine without tokens
-        check_exposure(config)
         # 1. cameras from config/cameras.yaml
         for camera in self.settings.camera_list:
             self.cameras.add(camera)
