@@ -87,6 +87,20 @@ class Unavailable(RiskwatchError):
     http_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class Unauthenticated(RiskwatchError):
+    """No token, or a token the gateway does not know."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_code = HTTPStatus.UNAUTHORIZED
+
+
+class Forbidden(RiskwatchError):
+    """A known token whose role does not allow this action (e.g. a viewer adding a camera)."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_code = HTTPStatus.FORBIDDEN
+
+
 def grpc_status(error: BaseException) -> grpc.StatusCode:
     """The gRPC status a client sees for `error` (INTERNAL for anything that is not a RiskwatchError)."""
     return error.grpc_code if isinstance(error, RiskwatchError) else grpc.StatusCode.INTERNAL

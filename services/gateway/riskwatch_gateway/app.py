@@ -18,8 +18,9 @@ from riskwatch.errors import ConfigError
 from riskwatch.lifecycle import run_until_signalled
 from riskwatch.rpc import set_serving
 from riskwatch.runtime import make_cache
+from riskwatch_gateway.access import Access, is_loopback
 from riskwatch_gateway.cameras import CameraRegistry
-from riskwatch_gateway.config import GatewaySettings
+from riskwatch_gateway.config import GatewayConfig, GatewaySettings
 from riskwatch_gateway.detect import Detect, DetectorClient
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
 from riskwatch_gateway.grpc_api import GatewayServicer
@@ -44,6 +45,8 @@ class GatewayApp:
     Redis), the embedded system passes its in-process detector and in-memory cache."""
 
     def __init__(self, settings: GatewaySettings, detector: Detect, cache: Cache) -> None:
+        # Before anything is built or started: refuse to be reachable beyond this machine without tokens.
+        check_exposure(settings.gateway)
         self.settings = settings
         self.detector = detector
         self.cache = cache
@@ -76,7 +79,7 @@ class GatewayApp:
         return app
 
     def where_to_watch(self) -> str:
-        """The addresses a newcomer needs, as printed at start-up."""
+        """The addresses a newcomer needs, and who may use them, as printed at start-up."""
         host = _display_host(self.settings.gateway.grpc_host)
         return "\n".join(
             [
@@ -84,6 +87,7 @@ class GatewayApp:
                 f'  WebSocket:  {self.websocket_url}   (send {{"type":"subscribe","cameras":"*"}})',
                 f"  REST:       {self.http_url}/api/cameras",
                 f"  gRPC:       {host}:{self.grpc_port}   (grpcurl -plaintext {host}:{self.grpc_port} list)",
+                f"  access:     {access_summary(self.settings.gateway)}",
             ]
         )
 
@@ -200,6 +204,38 @@ async def run(settings: GatewaySettings) -> None:
             "`python -m riskwatch_embedded` (make up)"
         )
     await run_until_signalled(GatewayApp.from_settings(settings))
+
+
+def check_exposure(config: GatewayConfig) -> None:
+    """Raise ConfigError (exit status 2) for a listener beyond loopback without tokens, unless allow_insecure."""
+    if config.auth_token is not None:
+        log.warning(
+            "gateway.yaml auth_token is deprecated: it is accepted as one admin token; mint hashed tokens with "
+            "`python -m riskwatch_gateway.access mint admin` and list them under access.tokens"
+        )
+    exposed = [
+        f"{name} {host}"
+        for name, host in (("http_host", config.http_host), ("grpc_host", config.grpc_host))
+        if not is_loopback(host)
+    ]
+    if not exposed or not Access(config).open:
+        return
+    if config.access.allow_insecure:
+        log.warning("gateway listens on %s with no token (access.allow_insecure: true): anyone is admin", exposed)
+        return
+    raise ConfigError(
+        f"gateway.yaml: {' and '.join(exposed)} is reachable beyond this machine but no token is configured; "
+        "add tokens under access.tokens (python -m riskwatch_gateway.access mint admin), bind 127.0.0.1, or set "
+        "access.allow_insecure: true (ALGO_GATEWAY__ACCESS__ALLOW_INSECURE=true) to run it open anyway"
+    )
+
+
+def access_summary(config: GatewayConfig) -> str:
+    """One line for the banner: whether a token is needed."""
+    if Access(config).open:
+        return "OPEN - no token configured, anyone who can reach these ports is admin (set access.tokens)"
+    roles = sorted({t.role.value for t in config.access.tokens} | ({"admin"} if config.auth_token else set()))
+    return f"token required (Authorization: Bearer <token>; roles configured: {', '.join(roles)})"
 
 
 def _display_host(host: str) -> str:

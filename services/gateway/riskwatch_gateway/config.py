@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import ClassVar
 
@@ -72,6 +73,50 @@ class CamerasConfig(FrozenModel):
         return value
 
 
+class Role(StrEnum):
+    """What a token may do; each role may do everything the ones before it may."""
+
+    VIEWER = "viewer"  # watch: WebSocket, WatchCamera, REST GETs, the dashboard, /metrics
+    OPERATOR = "operator"  # viewer + acknowledge/feedback actions and pushing frames
+    ADMIN = "admin"  # operator + cameras, zones and configuration
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class TokenConfig(FrozenModel):
+    """One accepted token, stored as the SHA-256 of the token (never the token itself)."""
+
+    role: Role
+    # hex SHA-256 of the token; mint both with `python -m riskwatch_gateway.access mint`.
+    sha256: str
+    # Who holds it (for the operator; never logged with the hash).
+    name: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA256_HEX.fullmatch(value):
+            raise ValueError("must be the 64-hex-digit SHA-256 of the token (python -m riskwatch_gateway.access mint)")
+        return value
+
+
+class AccessConfig(FrozenModel):
+    """Who may connect and what each may do (gateway.yaml's `access:` section)."""
+
+    # No tokens (and no auth_token) = open: every client is admin, and only loopback binds are allowed.
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    # Host header names accepted besides the loopback ones and the bind address; "*.example.com" or "*" (any).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Let the gateway listen beyond loopback without tokens (anyone who reaches it is admin).
+    allow_insecure: bool = False
+
+
 class GatewayConfig(FrozenModel):
     """The model of config/gateway.yaml."""
 
@@ -106,10 +151,13 @@ class GatewayConfig(FrozenModel):
     alert_replay: int = Field(default=20, ge=0, le=1000)
     # Embedded mode starts the project's LLM simulator where config/api_keys.yaml points; false = a real LLM.
     embedded_llm_simulator: bool = True
-    # None disables authentication; otherwise REST, WebSocket and gRPC need it (health and reflection don't).
+    # Deprecated: one plain-text token with the admin role; use access.tokens (hashed) instead.
     auth_token: SecretStr | None = None
-    # Browser origins allowed for WebSocket/REST; [] = same origin only, ["*"] = any.
+    # Browser origins allowed for WebSocket/REST besides the dashboard's own (on an allowed host); ["*"] = any.
     allowed_origins: list[str] = Field(default_factory=list)
+    access: AccessConfig = AccessConfig()
+    # Largest gRPC-web request body; a bigger one is refused (RESOURCE_EXHAUSTED) without being read further.
+    grpc_web_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class GatewaySettings(CommonSettings):

@@ -11,12 +11,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple, NoReturn
 from urllib.parse import quote
 
 import grpc
+import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskwatch import rpc
@@ -25,8 +27,10 @@ from riskwatch.v1 import gateway_pb2_grpc
 log = logging.getLogger(__name__)
 SERVICE_PREFIX = "/riskwatch.v1.GatewayService/"
 TRAILER_FLAG = 0x80
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_PAD = ord("=")
+# The gRPC wire spec: TimeoutValue is at most 8 ASCII digits, then the unit.
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 
 
 class _CallDetails(NamedTuple):
@@ -98,42 +102,64 @@ def _messages(body: bytes) -> list[bytes]:
 
 
 def decode_text(body: bytes) -> bytes:
-    """A -text body: base64, possibly several padded chunks one after another."""
-    out = b""
+    """A -text body: base64, possibly several padded chunks one after another (whitespace ignored).
+
+    Each padded chunk is a whole number of 4-character groups, and a group decodes on its own; so the body is
+    decoded in one pass with its padding read as zero bits, and the bytes the padding stood for are dropped
+    afterwards, a whole array at once. Linear, in C: a 1 MiB body of 4-character chunks takes milliseconds, where
+    decoding chunk by chunk (or re-slicing the rest after each) stalled the event loop for seconds."""
     data = b"".join(body.split())
-    while data:
-        end = data.find(b"=")
-        if end < 0:
-            out += base64.b64decode(data)
-            break
-        while end < len(data) and data[end : end + 1] == b"=":
-            end += 1
-        out += base64.b64decode(data[:end])
-        data = data[end:]
-    return out
+    if len(data) % 4:
+        raise ValueError("base64 body length is not a multiple of 4 (each chunk must be padded)")
+    if b"=" not in data:
+        return base64.b64decode(data, validate=True)
+    pad = np.frombuffer(data, np.uint8).reshape(-1, 4) == _PAD
+    if pad[:, :2].any() or (pad[:, 2] & ~pad[:, 3]).any():
+        raise ValueError("misplaced base64 padding")
+    decoded = np.frombuffer(base64.b64decode(data.replace(b"=", b"A"), validate=True), np.uint8).reshape(-1, 3)
+    keep = np.ones(decoded.shape, dtype=bool)
+    keep[:, 1] = ~pad[:, 2]
+    keep[:, 2] = ~pad[:, 3]
+    return bytes(decoded[keep].tobytes())
 
 
-def _timeout(value: str | None) -> float | None:
-    if not value or len(value) < 2 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isdigit():
+def parse_timeout(value: str | None) -> float | None:
+    """Seconds of a `grpc-timeout` header; None when absent; ValueError when malformed or over 8 digits."""
+    if value is None:
         return None
-    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+    match = _TIMEOUT.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u, n), not {value[:20]!r}")
+    return int(match[1]) * _TIMEOUT_UNITS[match[2]]
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class GrpcWebApp:
     """ASGI middleware: gRPC-web requests for GatewayService are answered here, the rest go to `app`."""
 
-    def __init__(self, app: ASGIApp, servicer: gateway_pb2_grpc.GatewayServiceServicer, guard: rpc.Guard) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        servicer: gateway_pb2_grpc.GatewayServiceServicer,
+        guard: rpc.Guard,
+        max_body_bytes: int,
+    ) -> None:
         self._app = app
         collector = _Collector()
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, collector)
         self._handlers = collector.handlers
         self._guard = guard
+        self._max_body_bytes = max_body_bytes
 
     def _handler(self, path: str, metadata: list[tuple[str, str]]) -> grpc.RpcMethodHandler | None:
         for generic in self._handlers:
             handler = generic.service(_CallDetails(path, metadata))
             if handler is not None:
-                return rpc.guard_handler(handler, path, self._guard)
+                # No guard here: __call__ runs it before reading the body.
+                return rpc.guard_handler(handler, path)
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,15 +184,32 @@ class GrpcWebApp:
                 grpc.StatusCode.UNIMPLEMENTED, "gRPC-web has no client streaming; use gRPC (HTTP/2) for this method"
             )
             return
+        context = WebContext(metadata, f"ipv4:{client[0]}:{client[1]}")
+        # Everything that needs no body is settled before a byte of it is read.
         try:
-            body = await _read_body(receive)
+            await self._guard(scope["path"], context)
+            deadline = parse_timeout(headers.get("grpc-timeout"))
+        except _Aborted as exc:
+            await call.finish(exc.code, exc.details)
+            return
+        except ValueError as exc:
+            await call.finish(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        try:
+            body = await _read_body(receive, headers.get("content-length"), self._max_body_bytes)
             messages = _messages(decode_text(body) if text else body)
             request = handler.request_deserializer(messages[0] if messages else b"")
+        except _TooLarge:
+            await call.finish(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request body over {self._max_body_bytes} bytes (gateway setting grpc_web_max_body_bytes)",
+            )
+            return
+        except _ClientGone:
+            return
         except (ValueError, TypeError) as exc:
             await call.finish(grpc.StatusCode.INVALID_ARGUMENT, f"malformed gRPC-web request: {exc}")
             return
-        context = WebContext(metadata, f"ipv4:{client[0]}:{client[1]}")
-        deadline = _timeout(headers.get("grpc-timeout"))
         try:
             async with asyncio.timeout(deadline):
                 if handler.response_streaming:
@@ -223,17 +266,22 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _read_body(receive: Receive) -> bytes:
-    body = b""
+async def _read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        body += bytes(message.get("body", b""))
-        if len(body) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
-            return body
+            return b"".join(chunks)
 
 
 class _Call:

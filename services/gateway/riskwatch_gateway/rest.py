@@ -11,7 +11,9 @@ from starlette.routing import Route
 
 from riskwatch.errors import InvalidRequest, RiskwatchError, client_message, http_status
 from riskwatch_gateway import messages
+from riskwatch_gateway.access import requires
 from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
+from riskwatch_gateway.config import Role
 from riskwatch_gateway.riskfeed import RiskFeed
 
 CAMERA_BODY = 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}'
@@ -35,8 +37,8 @@ class RestApi:
     def routes(self) -> list[Route]:
         return [
             Route("/api/cameras", self.list_cameras, methods=["GET"]),
-            Route("/api/cameras", self.add_camera, methods=["POST"]),
-            Route("/api/cameras/{camera_id}", self.remove_camera, methods=["DELETE"]),
+            Route("/api/cameras", requires(Role.ADMIN, self.add_camera), methods=["POST"]),
+            Route("/api/cameras/{camera_id}", requires(Role.ADMIN, self.remove_camera), methods=["DELETE"]),
             Route("/api/cameras/{camera_id}/state", self.camera_state, methods=["GET"]),
             Route("/api/cameras/{camera_id}/alerts", self.camera_alerts, methods=["GET"]),
         ]

@@ -1,5 +1,5 @@
 """The gateway's gRPC server: GatewayService on the shared recipe (riskwatch.rpc: health, reflection, errors mapped
-to statuses by one interceptor), with the token checked first."""
+to statuses by one interceptor), with the token and role checked first."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from typing import Any
 import grpc
 
 from riskwatch import rpc
+from riskwatch.errors import Forbidden
 from riskwatch.v1 import gateway_pb2, gateway_pb2_grpc
-from riskwatch_gateway.access import Access, authorization_of
+from riskwatch_gateway.access import UNAUTHENTICATED_MESSAGE, Access, authorization_of, grpc_method_role, require
 from riskwatch_gateway.config import GatewayConfig
 
 GATEWAY_SERVICE = rpc.service_name(gateway_pb2.DESCRIPTOR, "GatewayService")
-# Probes and grpcurl's discovery work without the token.
-OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-UNAUTHENTICATED_MESSAGE = "missing or wrong token: send metadata 'authorization: Bearer <token>'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +25,23 @@ class GatewayDeps:
     servicer: gateway_pb2_grpc.GatewayServiceServicer
 
 
-def token_guard(access: Access) -> rpc.Guard:
-    """Checks `authorization: Bearer <token>` (when configured) before every method but health and reflection;
-    used by the gRPC server and by gRPC-web."""
+def access_guard(access: Access) -> rpc.Guard:
+    """The one gRPC guard, used by the gRPC server and by gRPC-web: the caller's token (metadata
+    `authorization: Bearer <token>`) and the role its method needs (access.GRPC_METHOD_ROLES); health and
+    reflection stay open."""
 
     async def guard(method: str, context: Any) -> None:
-        if method.startswith(OPEN_PREFIXES):
+        needed = grpc_method_role(method)
+        if needed is None:
             return
-        if not access.token_ok(authorization_of(context.invocation_metadata())):
+        role = access.role_of(authorization_of(context.invocation_metadata()))
+        if role is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            return  # abort raises; this tells the type checker
+        try:
+            require(role, needed)
+        except Forbidden as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
     return guard
 
@@ -46,7 +52,7 @@ def create_server(settings: GatewayConfig, deps: GatewayDeps) -> tuple[grpc.aio.
         f"{settings.grpc_host}:{settings.grpc_port}",
         [GATEWAY_SERVICE],
         lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(deps.servicer, server),
-        guard=token_guard(Access(settings)),
+        guard=access_guard(Access(settings)),
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -10,7 +10,8 @@ from typing import Any
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -19,7 +20,7 @@ from starlette.websockets import WebSocket
 
 from riskwatch.v1 import gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway import metrics
-from riskwatch_gateway.access import Access
+from riskwatch_gateway.access import ROLE_SCOPE_KEY, UNAUTHENTICATED_MESSAGE, Access
 from riskwatch_gateway.cameras import CameraRegistry
 from riskwatch_gateway.config import GatewayConfig
 from riskwatch_gateway.fanout import Hub
@@ -27,36 +28,40 @@ from riskwatch_gateway.grpcweb import GrpcWebApp
 from riskwatch_gateway.healthfeed import HealthFeed
 from riskwatch_gateway.rest import EXCEPTION_HANDLERS, RestApi
 from riskwatch_gateway.riskfeed import RiskFeed
-from riskwatch_gateway.server import token_guard
+from riskwatch_gateway.server import access_guard
 from riskwatch_gateway.websocket import WebSocketSession
 
 STATIC_DIR = Path(__file__).parent / "static"
-# WebSocket close code
-POLICY_VIOLATION = 1008
+# Paths that need a token when tokens are configured; /healthz, the dashboard's static files and gRPC-web (which
+# answers with gRPC statuses itself) do not.
+PROTECTED_PREFIXES = ("/api/", "/ws", "/metrics")
 
 
 class AccessMiddleware:
-    """Origin allow-list for browsers and the token for /api/ (plain ASGI so WebSockets pass untouched)."""
+    """Origin allow-list for browsers, then the caller's role for /api/, /ws and /metrics (plain ASGI so
+    WebSockets pass untouched; a refused WebSocket gets the same HTTP answer as REST). gRPC-web checks its own
+    token and method, with gRPC statuses, before it reads the body."""
 
     def __init__(self, app: ASGIApp, access: Access) -> None:
         self._app = app
         self._access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope)
-            if not self._access.origin_ok(request.headers.get("origin"), request.headers.get("host")):
-                await JSONResponse({"error": "origin not allowed"}, status_code=403)(scope, receive, send)
-                return
-            if scope["path"].startswith("/api/") and not self._access.token_ok(
-                request.headers.get("authorization"), request.query_params.get("token")
-            ):
-                await JSONResponse(
-                    {"error": "missing or wrong token (Authorization: Bearer <token>)"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )(scope, receive, send)
-                return
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        connection = HTTPConnection(scope)
+        if not self._access.origin_ok(connection.headers.get("origin"), connection.headers.get("host")):
+            await JSONResponse({"error": "origin not allowed"}, status_code=403)(scope, receive, send)
+            return
+        role = self._access.role_of(connection.headers.get("authorization"), connection.query_params.get("token"))
+        if role is None and scope["path"].startswith(PROTECTED_PREFIXES):
+            await JSONResponse(
+                {"error": UNAUTHENTICATED_MESSAGE}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )(scope, receive, send)
+            return
+        if role is not None:
+            scope[ROLE_SCOPE_KEY] = role
         await self._app(scope, receive, send)
 
 
@@ -91,8 +96,10 @@ class WebApp:
             routes.append(Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="dashboard"))
         app: ASGIApp = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
         if grpc_servicer is not None:
-            app = GrpcWebApp(app, grpc_servicer, token_guard(self._access))
+            app = GrpcWebApp(app, grpc_servicer, access_guard(self._access), settings.grpc_web_max_body_bytes)
         app = AccessMiddleware(app, self._access)
+        # DNS rebinding: a page on evil.example whose name now resolves here sends `Host: evil.example`.
+        app = TrustedHostMiddleware(app, allowed_hosts=list(self._access.allowed_hosts))
         if self._access.cross_origins:
             app = CORSMiddleware(
                 app,
@@ -121,15 +128,15 @@ class WebApp:
         return JSONResponse(body, status_code=200 if self.serving else 503)
 
     async def websocket(self, websocket: WebSocket) -> None:
-        if not self._access.origin_ok(websocket.headers.get("origin"), websocket.headers.get("host")):
-            await websocket.close(code=POLICY_VIOLATION, reason="origin not allowed")
-            return
-        if not self._access.token_ok(websocket.headers.get("authorization"), websocket.query_params.get("token")):
-            await websocket.close(code=POLICY_VIOLATION, reason="missing or wrong token")
-            return
         await websocket.accept()
         session = WebSocketSession(
-            websocket, self._settings, cameras=self._cameras, feed=self._feed, health=self._health, hub=self._hub
+            websocket,
+            self._settings,
+            cameras=self._cameras,
+            feed=self._feed,
+            health=self._health,
+            hub=self._hub,
+            role=websocket.scope[ROLE_SCOPE_KEY],
         )
         self.sessions.add(session)
         metrics.WS_CLIENTS.inc()

@@ -14,8 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from riskwatch.errors import RiskwatchError
 from riskwatch_gateway import metrics
+from riskwatch_gateway.access import WS_COMMAND_ROLES, require
 from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
-from riskwatch_gateway.config import GatewayConfig
+from riskwatch_gateway.config import GatewayConfig, Role
 from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, Update, UpdateKind, reply
 from riskwatch_gateway.healthfeed import HealthFeed
 from riskwatch_gateway.riskfeed import RiskFeed
@@ -42,8 +43,10 @@ class WebSocketSession:
         feed: RiskFeed,
         health: HealthFeed,
         hub: Hub,
+        role: Role,
     ) -> None:
         self._ws = websocket
+        self._role = role
         self._settings = settings
         self._cameras = cameras
         self._feed = feed
@@ -116,6 +119,7 @@ class WebSocketSession:
                     raise ProtocolError(
                         f"unknown message type {kind!r}; expected one of: {', '.join(CLIENT_MESSAGE_TYPES)}"
                     )
+                require(self._role, WS_COMMAND_ROLES.get(str(kind), Role.VIEWER))
                 await handler(body)
             except (ProtocolError, RiskwatchError) as exc:
                 self._send(_error_message(str(exc), request_id))

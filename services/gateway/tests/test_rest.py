@@ -60,7 +60,7 @@ async def test_token_protects_rest_and_websocket(start_gateway: object) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         async with connect(url):
             pass
-    assert refused.value.response.status_code == 403
+    assert refused.value.response.status_code == 401  # refused before the handshake, like REST
     async with connect(url + "?token=s3cret") as ws:
         await send(ws, {"type": "ping"})
         await recv_until(ws, of_type("pong"))
