@@ -66,8 +66,10 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     log_file: Path | None = None
-    # 0 disables the Prometheus endpoint.
+    # 0 disables the Prometheus endpoint. It binds loopback unless told otherwise: compose sets 0.0.0.0 inside
+    # containers, where Prometheus scrapes over the compose network (the published ports stay on 127.0.0.1).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     # After SIGTERM: how long in-flight work (RPCs, records being handled) may take to finish before it is cut off
     # (and, for records, handed back uncommitted). Compose's stop_grace_period must exceed the largest.
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
