@@ -3,6 +3,7 @@ delivery guarantees (acks, idempotence, manual commits). The compose files: test
 
 from __future__ import annotations
 
+import logging
 import shutil
 import urllib.request
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.config.kafka import CONSUMER_GUARANTEES, PRODUCER_GUARANTEES
 from riskwatch.errors import ConfigError, PortInUse
+from riskwatch.runtime import make_cache
 from riskwatch.telemetry import metrics
 from tests.support.stack import free_port
 
@@ -65,3 +67,17 @@ def test_kafka_yaml_may_still_tune_and_secure_the_clients(tmp_path: Path) -> Non
     assert settings.kafka.client_properties["security.protocol"] == "SASL_SSL"
     assert PRODUCER_GUARANTEES["acks"] == "all" and PRODUCER_GUARANTEES["enable.idempotence"] is True
     assert CONSUMER_GUARANTEES["enable.auto.commit"] is False
+
+
+def test_a_redis_password_never_shows_in_settings_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ALGO_REDIS__URL", "redis://:s3cret-pw@redis:6379/0")
+    monkeypatch.setenv("ALGO_ENABLE_KAFKA_STREAMING", "true")
+    settings = load_settings(CommonSettings, REPO / "config")
+    assert settings.redis.url.get_secret_value() == "redis://:s3cret-pw@redis:6379/0"
+    assert settings.redis.display_url == "redis://:***@redis:6379/0"
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in settings.model_dump_json()
+    with caplog.at_level(logging.INFO):
+        make_cache(settings)
+    assert "redis://:***@redis:6379/0" in caplog.text and "s3cret-pw" not in caplog.text
