@@ -72,7 +72,10 @@ class EmbeddedSystem:
                 await service.stop()
             await self._close_shared()
             raise
-        print(f"riskwatch is running (embedded mode).\n{self.gateway.where_to_watch()}\nStop with Ctrl+C.", flush=True)
+        where = self.gateway.where_to_watch()
+        if self.simulator is not None:
+            where += f"\n  LLM simulator: {self.simulator.base_url}   (RW_LLM_BASE_URL moves it)"
+        print(f"riskwatch is running (embedded mode).\n{where}\nStop with Ctrl+C.", flush=True)
 
     async def stop(self) -> None:
         for service in reversed(self._services):
