@@ -3,19 +3,24 @@ delivery guarantees (acks, idempotence, manual commits). The compose files: test
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import urllib.request
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from riskwatch.bus.base import Consumer, Record
+from riskwatch.bus.kafka import KafkaBus
 from riskwatch.config import CommonSettings, load_settings
 from riskwatch.config.kafka import CONSUMER_GUARANTEES, PRODUCER_GUARANTEES
 from riskwatch.errors import ConfigError, PortInUse
 from riskwatch.runtime import make_cache
 from riskwatch.telemetry import metrics
-from tests.support.stack import free_port
+from tests.support.stack import BOOTSTRAP, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,3 +86,33 @@ def test_a_redis_password_never_shows_in_settings_or_logs(
     with caplog.at_level(logging.INFO):
         make_cache(settings)
     assert "redis://:***@redis:6379/0" in caplog.text and "s3cret-pw" not in caplog.text
+
+
+@pytest.mark.infra
+async def test_the_bus_applies_the_guarantees_after_any_properties(topic_factory: Callable[..., str]) -> None:
+    # Past kafka.yaml's check (e.g. a caller building the bus itself), auto-commit would still commit unhandled
+    # records: the bus applies its own settings last, so they are redelivered.
+    topic = topic_factory(partitions=1)
+    group = f"g-{uuid.uuid4().hex}"
+    weakening = {"enable.auto.commit": "true", "enable.auto.offset.store": "true", "auto.commit.interval.ms": "50"}
+    bus = KafkaBus(BOOTSTRAP, {"acks": "0", "enable.idempotence": "false"}, weakening)
+    try:
+        for i in range(3):
+            await bus.publish(topic, "cam", str(i).encode())
+        first = bus.consumer(group, [topic])
+        assert len(await _poll(first, 3)) == 3
+        await asyncio.sleep(1.0)  # several auto-commit intervals, had auto-commit been on
+        await first.close()
+        second = bus.consumer(group, [topic])
+        assert [int(r.value) for r in await _poll(second, 3)] == [0, 1, 2]
+        await second.close()
+    finally:
+        await bus.close()
+
+
+async def _poll(consumer: Consumer, count: int) -> list[Record]:
+    got: list[Record] = []
+    async with asyncio.timeout(30):
+        while len(got) < count:
+            got.extend(await consumer.poll(timeout_s=0.5))
+    return got
