@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from riskwatch.config import CommonSettings, load_settings
-from riskwatch.errors import ConfigError
+from riskwatch.errors import ConfigError, PortInUse
 from riskwatch.telemetry import logs, metrics
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ class RunSettings(Protocol):
 
     @property
     def metrics_port(self) -> int: ...
+
+    @property
+    def metrics_host(self) -> str: ...
 
     def config_files(self) -> list[Path]: ...
 
@@ -107,11 +110,14 @@ def _start(name: str, command: Command[R], args: argparse.Namespace) -> int:
         print(f"{name}: configuration OK ({files})")
         return 0
     logs.configure(settings.log_level, settings.log_json, settings.log_file)
-    metrics.serve(settings.metrics_port)
-    if isinstance(settings, CommonSettings):
-        log.info("%s starting (%s mode)", name, "streaming" if settings.enable_kafka_streaming else "embedded")
     try:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+        if isinstance(settings, CommonSettings):
+            log.info("%s starting (%s mode)", name, "streaming" if settings.enable_kafka_streaming else "embedded")
         asyncio.run(command.run(settings))
+    except PortInUse as exc:  # one line naming the port and the setting that moves it
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:  # found only once running, e.g. topics missing from the cluster
         print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,14 @@ class ConfigError(RiskwatchError):
     http_code = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+class PortInUse(ConfigError):
+    """A listener cannot bind its address (another process holds the port); the message names the setting that
+    moves it, so a second start while the first still runs ends in one line, not a traceback."""
+
+    def __init__(self, what: str, host: str, port: int, setting: str) -> None:
+        super().__init__(f"{what}: cannot listen on {host}:{port} (port in use or address unavailable); {setting}")
+
+
 class DecodeError(RiskwatchError):
     """Bytes from outside (a Kafka record, a frame, a client message) could not be decoded."""
 

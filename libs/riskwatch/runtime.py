@@ -43,4 +43,5 @@ async def connect_bus(settings: CommonSettings) -> EventBus:
 def make_cache(settings: CommonSettings) -> Cache:
     if not settings.enable_kafka_streaming:
         return InMemoryCache()
-    return RedisCache(settings.redis.url, settings.redis.key_prefix)
+    log.info("Redis at %s (key prefix %s)", settings.redis.display_url, settings.redis.key_prefix)
+    return RedisCache(settings.redis.url.get_secret_value(), settings.redis.key_prefix)

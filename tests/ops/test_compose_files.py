@@ -1,4 +1,5 @@
-"""The compose files and the Dockerfile hold together without Docker: structure, ports, volumes and real settings."""
+"""The compose files and the Dockerfile hold together without Docker: structure, ports, volumes and real settings;
+and they are safe to start as they are: loopback ports, required secrets from the environment, none committed."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 MONITORING = yaml.safe_load((REPO / "config" / "monitoring.yaml").read_text(encoding="utf-8"))
 # Bind-mounted data that `make assets` fetches (absent from a fresh checkout).
 ASSET_DIRS = {REPO / "models", REPO / "var" / "data"}
+ENV_EXAMPLE = DEPLOY / ".env.example"
+# `${NAME:?message}`: compose refuses to start while NAME is unset or empty.
+REQUIRED_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):\?[^}]*\}")
+SECRETS = {"RISKWATCH_GATEWAY_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
 
 # The settings class each command loads.
 SETTINGS_BY_MODULE: dict[str, type[CommonSettings] | None] = {
@@ -67,6 +72,16 @@ def _module(service: dict[str, Any]) -> str:
     if "-m" in command:
         return str(command[command.index("-m") + 1])
     return next(str(c) for c in command if str(c).endswith(".py"))
+
+
+def _interpolated(value: str) -> str:
+    """`value` as compose would pass it with every required variable set (to a URL-safe test value)."""
+    return REQUIRED_VARIABLE.sub(lambda m: f"test-{m.group(1).lower().replace('_', '-')}", value)
+
+
+def _bind_addresses(service: dict[str, Any]) -> list[str]:
+    """The host address each published port is bound to ("" when none is given: every interface)."""
+    return [str(entry).rsplit(":", 2)[0] if str(entry).count(":") == 2 else "" for entry in service.get("ports", [])]
 
 
 def _published(service: dict[str, Any]) -> dict[int, int]:
@@ -123,7 +138,7 @@ def test_service_environment_names_real_settings_and_validates(name: str, monkey
     module = _module(service)
     assert module in SETTINGS_BY_MODULE, f"{name}: unknown command module {module}"
     settings_cls = SETTINGS_BY_MODULE[module]
-    env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+    env = {k: _interpolated(str(v)) for k, v in (service.get("environment") or {}).items()}
     algo = {k: v for k, v in env.items() if k.startswith("ALGO_")}
     if settings_cls is None:
         assert not algo, f"{name} reads no ALGO_* variables: {sorted(algo)}"
@@ -175,7 +190,7 @@ def test_infra_runs_three_kraft_brokers_that_agree() -> None:
 def test_infra_redis_persists_and_monitoring_is_wired() -> None:
     services = _project(INFRA_FILE)["services"]
     redis = services["redis"]
-    assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "--appendonly yes" in " ".join(redis["command"])
     assert any(str(v).endswith(":/data") for v in redis["volumes"])
 
     prometheus = services["prometheus"]
@@ -218,3 +233,61 @@ def test_docker_compose_accepts_the_files_when_available() -> None:
             [docker, "compose", "-f", str(path), "config", "--quiet"], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+@pytest.mark.parametrize("path", [SERVICES_FILE, INFRA_FILE], ids=lambda p: p.name)
+def test_every_published_port_is_bound_to_loopback(path: Path) -> None:
+    for name, service in _project(path)["services"].items():
+        for entry, address in zip(service.get("ports", []), _bind_addresses(service), strict=True):
+            assert address == "127.0.0.1", f"{name}: {entry!r} is published beyond this host"
+
+
+def test_secrets_are_required_from_the_environment_and_none_is_committed() -> None:
+    services = PROJECT["services"]
+    lines = [
+        *SERVICES_FILE.read_text(encoding="utf-8").splitlines(),
+        *INFRA_FILE.read_text(encoding="utf-8").splitlines(),
+    ]
+    texts = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    assert set(REQUIRED_VARIABLE.findall(texts)) == SECRETS
+    # Any other ${...} (e.g. ${X:-default}) would start with a default: only required ones are used.
+    assert len(re.findall(r"\$\{", texts)) == len(REQUIRED_VARIABLE.findall(texts))
+
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert '--requirepass "$$REDIS_PASSWORD"' in command
+    required = REQUIRED_VARIABLE.fullmatch(redis["environment"]["REDIS_PASSWORD"])
+    assert required is not None and required.group(1) == "REDIS_PASSWORD"
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"]), "the healthcheck must authenticate"
+
+    for name, service in SERVICES.items():
+        env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+        if "ALGO_REDIS__URL" in env:
+            assert env["ALGO_REDIS__URL"].startswith("redis://:${REDIS_PASSWORD:?"), f"{name}: Redis without password"
+
+    gateway = SERVICES["gateway"]["environment"]
+    assert gateway["ALGO_GATEWAY__HTTP_HOST"] == "0.0.0.0"
+    assert gateway["ALGO_GATEWAY__AUTH_TOKEN"].startswith("${RISKWATCH_GATEWAY_TOKEN:?"), "gateway without token"
+
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_env_example_names_every_secret_with_no_value() -> None:
+    entries = [line for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines() if line and line[0] != "#"]
+    assert {line.partition("=")[0] for line in entries} == SECRETS
+    assert all(line.endswith("=") for line in entries), "no secret value may be committed"
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    assert "**/.env" in ignore, "deploy/.env must stay out of the image"
+
+
+def test_metrics_listen_inside_containers_and_prometheus_scrapes_them_by_name() -> None:
+    names = {"gateway": "gateway", "detector": "detector", "task_generator": "task-generator"}
+    names |= {"llm_scheduler": "llm-scheduler", "aggregator": "aggregator"}
+    scrape = _load(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]
+    targets = {t for job in scrape for static in job["static_configs"] for t in static["targets"]}
+    for key, port in MONITORING["metrics_ports"].items():
+        env = SERVICES[names[key]]["environment"]
+        assert env["ALGO_METRICS_HOST"] == "0.0.0.0", f"{key}: Prometheus cannot reach a loopback metrics port"
+        assert f"{names[key]}:{port}" in targets, f"prometheus.yml does not scrape {names[key]}:{port}"
+    assert not [t for t in targets if t.startswith("host.docker.internal")]

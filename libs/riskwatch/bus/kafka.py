@@ -15,6 +15,7 @@ from confluent_kafka import Consumer as _KafkaConsumer
 from confluent_kafka.admin import AdminClient
 
 from riskwatch.bus.base import Consumer, EventBus, Headers, Lag, OffsetTracker, Record, estimate_lag
+from riskwatch.config.kafka import CONSUMER_GUARANTEES, PRODUCER_GUARANTEES
 from riskwatch.errors import BusFailed, Unavailable
 from riskwatch.retry import RetryCallState, retrying_blocking
 
@@ -62,11 +63,11 @@ def topic_reader(
     (operator tools read without disturbing the stages). Raises Unavailable if the topic does not exist."""
     consumer = _KafkaConsumer(
         {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"riskwatch-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
             "fetch.max.bytes": MAX_MESSAGE_BYTES,
             **properties,
+            **CONSUMER_GUARANTEES,
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"riskwatch-reader-{uuid.uuid4().hex}",
         }
     )
     info = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -99,15 +100,15 @@ class KafkaBus(EventBus):
         self._properties = dict(properties or {})
         self._consumer_properties = {**self._properties, **(consumer_properties or {})}
         self._instance_id = instance_id
+        # kafka.yaml's properties may tune the clients, never weaken their guarantees: those are applied last.
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "message.max.bytes": MAX_MESSAGE_BYTES,
                 **self._properties,
+                **PRODUCER_GUARANTEES,
+                "bootstrap.servers": bootstrap_servers,
             }
         )
         self._closing = threading.Event()
@@ -177,14 +178,13 @@ class KafkaConsumer(Consumer):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{group}")
         self._consumer = _KafkaConsumer(
             {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
                 "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
                 **properties,
+                **CONSUMER_GUARANTEES,
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group,
             }
         )
         self._positions: dict[tuple[str, int], int] = {}

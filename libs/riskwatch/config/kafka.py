@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from types import MappingProxyType
+from typing import Final
+
+from pydantic import Field, field_validator
 
 from riskwatch.config.base import FrozenModel
+
+# The delivery guarantees riskwatch's stages rely on (no lost or duplicated write, offsets committed only after a
+# record is handled, no read of an aborted write). riskwatch.bus.kafka applies them after kafka.yaml's properties,
+# and kafka.yaml may not name them: a file that tries is refused at load time.
+PRODUCER_GUARANTEES: Final = MappingProxyType({"enable.idempotence": True, "acks": "all"})
+CONSUMER_GUARANTEES: Final = MappingProxyType(
+    {"enable.auto.commit": False, "enable.auto.offset.store": False, "isolation.level": "read_committed"}
+)
+# Set from kafka.yaml's own fields (bootstrap_servers, consumer_groups, instance_id), never through properties.
+OWNED_PROPERTIES: Final = frozenset({"bootstrap.servers", "group.id", "group.instance.id"})
 
 
 class TopicConfig(FrozenModel):
@@ -53,3 +66,21 @@ class KafkaConfig(FrozenModel):
     # the host name). A replica restarted under the same name gets its partitions back at once, instead of after
     # session.timeout.ms. None: dynamic membership.
     instance_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @field_validator("client_properties", "consumer_properties")
+    @classmethod
+    def _guarantees_stay(cls, properties: dict[str, str]) -> dict[str, str]:
+        for key in properties:
+            name = key.strip().lower()
+            guarantee = PRODUCER_GUARANTEES.get(name, CONSUMER_GUARANTEES.get(name))
+            if guarantee is not None:
+                raise ValueError(
+                    f"{key!r} is a delivery guarantee riskwatch sets itself ({name}={str(guarantee).lower()}); "
+                    "remove it"
+                )
+            if name in OWNED_PROPERTIES:
+                raise ValueError(
+                    f"{key!r} is set from kafka.yaml's own fields (bootstrap_servers, consumer_groups, "
+                    "instance_id); remove it"
+                )
+        return properties

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from riskwatch.config.base import FrozenModel
@@ -19,10 +20,21 @@ log = logging.getLogger(__name__)
 
 
 class RedisConfig(FrozenModel):
-    url: str = "redis://127.0.0.1:6379/0"
+    # May hold a password (redis://:password@host:6379/0, as compose sets it): secret, so a dump never shows it.
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     key_prefix: str = "riskwatch:"
     state_ttl_s: int = Field(default=24 * 3600, ge=1)
     alert_history_len: int = Field(default=1000, ge=10)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password (if any) replaced by ***, for logs and messages."""
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.password is None:
+            return parts.geturl()
+        netloc = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:" if parts.username else ":"
+        return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +78,10 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     log_file: Path | None = None
-    # 0 disables the Prometheus endpoint.
+    # 0 disables the Prometheus endpoint. It binds loopback unless told otherwise: compose sets 0.0.0.0 inside
+    # containers, where Prometheus scrapes over the compose network (the published ports stay on 127.0.0.1).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     # After SIGTERM: how long in-flight work (RPCs, records being handled) may take to finish before it is cut off
     # (and, for records, handed back uncommitted). Compose's stop_grace_period must exceed the largest.
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)

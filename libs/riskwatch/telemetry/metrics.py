@@ -6,6 +6,8 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from riskwatch.errors import PortInUse
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
@@ -30,8 +32,12 @@ END_TO_END_LATENCY = Histogram(
 )
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on `port` (0 disables it)."""
-    if port:
-        start_http_server(port, addr="0.0.0.0")
-        log.info("Prometheus metrics on :%d/metrics", port)
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on host:port (port 0 disables it); PortInUse when it cannot bind."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise PortInUse("metrics", host, port, "set ALGO_METRICS_PORT (or metrics_port) to move it") from exc
+    log.info("Prometheus metrics on %s:%d/metrics", host, port)

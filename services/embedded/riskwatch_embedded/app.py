@@ -21,6 +21,11 @@ from riskwatch_scheduler.keys_config import ApiKeysConfig
 
 log = logging.getLogger(__name__)
 
+# The simulator listens where the scheduler calls it, so the one setting that moves it is the LLM's URL.
+SIMULATOR_PORT_SETTING = (
+    "set RW_LLM_BASE_URL to move it (e.g. http://127.0.0.1:8401/v1; api_keys.yaml default_base_url)"
+)
+
 
 class EmbeddedSystem:
     """The same stage objects as streaming mode, sharing one in-memory bus and cache."""
@@ -48,18 +53,36 @@ class EmbeddedSystem:
 
     async def start(self) -> None:
         if self.settings.gateway.embedded_llm_simulator:
-            self.simulator = await start_simulator(self.simulator_config, port=self.simulator_port)
+            self.simulator = await start_simulator(
+                self.simulator_config, port=self.simulator_port, port_setting=SIMULATOR_PORT_SETTING
+            )
             log.info(
-                "LLM simulator at %s (set gateway.embedded_llm_simulator: false to use a real LLM)",
+                "LLM simulator at %s (moved by RW_LLM_BASE_URL; set gateway.embedded_llm_simulator: false to use "
+                "a real LLM)",
                 self.simulator.base_url,
             )
-        for service in self._services:
-            await service.start()
-        print(f"riskwatch is running (embedded mode).\n{self.gateway.where_to_watch()}\nStop with Ctrl+C.", flush=True)
+        started: list[Service] = []
+        try:
+            for service in self._services:
+                started.append(service)  # stopped too if its start fails halfway: stop() copes with either
+                await service.start()
+        except BaseException:
+            # e.g. the gateway's port is taken: stop what runs (capture threads included) so the process can exit
+            for service in reversed(started):
+                await service.stop()
+            await self._close_shared()
+            raise
+        where = self.gateway.where_to_watch()
+        if self.simulator is not None:
+            where += f"\n  LLM simulator: {self.simulator.base_url}   (RW_LLM_BASE_URL moves it)"
+        print(f"riskwatch is running (embedded mode).\n{where}\nStop with Ctrl+C.", flush=True)
 
     async def stop(self) -> None:
         for service in reversed(self._services):
             await service.stop()
+        await self._close_shared()
+
+    async def _close_shared(self) -> None:
         if self.simulator is not None:
             await self.simulator.stop()
         await self.bus.close()

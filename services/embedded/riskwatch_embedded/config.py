@@ -48,6 +48,10 @@ class EmbeddedSettings:
     def metrics_port(self) -> int:
         return self.gateway.metrics_port
 
+    @property
+    def metrics_host(self) -> str:
+        return self.gateway.metrics_host
+
     def config_files(self) -> list[Path]:
         files = [
             path for s in (self.gateway, self.detector, self.scheduler, self.aggregator) for path in s.config_files()

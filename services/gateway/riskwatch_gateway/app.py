@@ -14,7 +14,7 @@ import grpc
 import uvicorn
 
 from riskwatch.cache import Cache
-from riskwatch.errors import ConfigError
+from riskwatch.errors import ConfigError, PortInUse
 from riskwatch.lifecycle import run_until_signalled
 from riskwatch.rpc import set_serving
 from riskwatch.runtime import make_cache
@@ -30,6 +30,9 @@ from riskwatch_gateway.server import GatewayDeps, create_server
 from riskwatch_gateway.web import WebApp
 
 log = logging.getLogger(__name__)
+
+GRPC_PORT_SETTING = "set gateway.grpc_port in gateway.yaml (ALGO_GATEWAY__GRPC_PORT) to move it"
+HTTP_PORT_SETTING = "set gateway.http_port in gateway.yaml (ALGO_GATEWAY__HTTP_PORT) to move it"
 
 
 class _UvicornInLoop(uvicorn.Server):
@@ -120,13 +123,20 @@ class GatewayApp:
             asyncio.create_task(self._status_refresh(config.status_interval_s), name="camera-status"),
         ]
         # 3. gRPC
-        self._grpc, self._grpc_port = create_server(config, GatewayDeps(self._servicer))
+        try:
+            self._grpc, self._grpc_port = create_server(config, GatewayDeps(self._servicer))
+        except OSError as exc:
+            raise PortInUse("gateway gRPC", config.grpc_host, config.grpc_port, GRPC_PORT_SETTING) from exc
         await self._grpc.start()
         await set_serving(self._grpc, True)
         # 4. HTTP and WebSocket
         sock = socket.socket(socket.AF_INET6 if ":" in config.http_host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((config.http_host, config.http_port))
+        try:
+            sock.bind((config.http_host, config.http_port))
+        except OSError as exc:
+            sock.close()
+            raise PortInUse("gateway HTTP", config.http_host, config.http_port, HTTP_PORT_SETTING) from exc
         self._http_port = sock.getsockname()[1]
         self._http = _UvicornInLoop(
             uvicorn.Config(

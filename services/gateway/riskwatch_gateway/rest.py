@@ -14,6 +14,7 @@ from riskwatch_gateway import messages
 from riskwatch_gateway.access import requires
 from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
 from riskwatch_gateway.config import Role
+from riskwatch_gateway.history import MAX_HISTORY, risk_history
 from riskwatch_gateway.riskfeed import RiskFeed
 
 CAMERA_BODY = 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}'
@@ -41,6 +42,7 @@ class RestApi:
             Route("/api/cameras/{camera_id}", requires(Role.ADMIN, self.remove_camera), methods=["DELETE"]),
             Route("/api/cameras/{camera_id}/state", self.camera_state, methods=["GET"]),
             Route("/api/cameras/{camera_id}/alerts", self.camera_alerts, methods=["GET"]),
+            Route("/api/cameras/{camera_id}/history", self.camera_history, methods=["GET"]),
         ]
 
     async def list_cameras(self, request: Request) -> JSONResponse:
@@ -72,3 +74,21 @@ class RestApi:
             raise InvalidRequest("limit must be an integer") from exc
         alerts = await self._feed.recent_alerts(camera_id, limit)
         return JSONResponse({"alerts": [messages.alert_json(a, replay=True) for a in alerts]})
+
+    async def camera_history(self, request: Request) -> JSONResponse:
+        """The dashboard's timeline on page load: levels over time, the alerts behind them, the current state."""
+        camera_id = self._cameras.get(request.path_params["camera_id"]).camera_id
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "100")), MAX_HISTORY))
+        except ValueError as exc:
+            raise InvalidRequest("limit must be an integer") from exc
+        alerts = await self._feed.recent_alerts(camera_id, limit)
+        state = await self._feed.current_state(camera_id)
+        return JSONResponse(
+            {
+                "camera_id": camera_id,
+                "levels": risk_history(alerts, state),
+                "alerts": [messages.alert_json(a, replay=True) for a in alerts],
+                "state": messages.risk_state_json(state),
+            }
+        )

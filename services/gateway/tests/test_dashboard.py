@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -128,4 +129,52 @@ async def test_dashboard_shows_boxes_and_risk_colours(
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert not errors, errors
+
+
+def _verdict_alert(
+    camera_id: str, group_id: str, level: events_pb2.RiskLevel.ValueType, at: float
+) -> events_pb2.AssessmentResult:
+    return events_pb2.AssessmentResult(
+        task_id=f"{camera_id}:{int(at)}/{group_id}",
+        event_id=f"{camera_id}:{int(at)}",
+        camera_id=camera_id,
+        frame_id=int(at),
+        group_id=group_id,
+        completed_time=timestamp(at),
+        verdict=events_pb2.Verdict(risk_level=level, description=f"{group_id} at {int(at)}"),
+    )
+
+
+async def test_timeline_shows_the_recent_history_on_page_load(
+    browser: Browser, gateway: GatewayApp, cache: InMemoryCache
+) -> None:
+    # Ten minutes of history before anyone opens the page: medium from 5 min ago, high (another group) from 2 min.
+    now = time.time()
+    await publish_alert(cache, _verdict_alert("cam-01", "g1", events_pb2.RISK_LEVEL_MEDIUM, now - 300))
+    await publish_alert(cache, _verdict_alert("cam-01", "g2", events_pb2.RISK_LEVEL_HIGH, now - 120))
+    state = risk_state("cam-01", 2)
+    state.updated_time.CopyFrom(timestamp(now - 60))
+    await publish_state(cache, state)
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    await page.wait_for_selector('[data-camera="cam-01"][data-history]', timeout=10_000)
+
+    async def timeline_rgb(seconds_ago: float) -> list[int]:
+        rgba: list[int] = await page.evaluate(
+            """(ago) => { const c = document.querySelector('[data-camera="cam-01"] canvas.timeline');
+                 const x = Math.round(c.width * (600 - ago) / 600);
+                 return Array.from(c.getContext('2d').getImageData(x, 7, 1, 1).data); }""",
+            seconds_ago,
+        )
+        return rgba[:3]
+
+    # RISK_COLORS in dashboard.js: medium #ef6c00, high #d32f2f; before the first alert nothing is drawn.
+    assert await timeline_rgb(time.time() - now + 200) == [0xEF, 0x6C, 0x00]
+    assert await timeline_rgb(time.time() - now + 90) == [0xD3, 0x2F, 0x2F]
+    assert (await timeline_rgb(time.time() - now + 400))[:3] == [0, 0, 0]
+    assert await page.locator("#alerts li", has_text="g1 at").count() == 1
     assert not errors, errors

@@ -232,6 +232,7 @@ class SimulatorSettings(FrozenModel):
     log_json: bool = False
     log_file: Path | None = None
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # How long open requests (a hanging "timeout" fault included) may take after SIGTERM.
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=3600)
 

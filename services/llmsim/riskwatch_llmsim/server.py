@@ -16,6 +16,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from riskwatch.clock import SYSTEM_CLOCK, Clock
+from riskwatch.errors import PortInUse
 
 from .config import (
     ANONYMOUS_LABEL,
@@ -298,8 +299,10 @@ async def start_simulator(
     *,
     shutdown_timeout_s: float = 5.0,
     clock: Clock = SYSTEM_CLOCK,
+    port_setting: str = "pass --port to move it",
 ) -> RunningSimulator:
-    """Serve the simulator on host:port (0 = any free port) until `stop()`."""
+    """Serve the simulator on host:port (0 = any free port) until `stop()`; PortInUse, naming `port_setting` (what
+    moves the port), when it cannot bind."""
     app = create_app(config, clock=clock)
     runner = web.AppRunner(
         app,
@@ -311,6 +314,9 @@ async def start_simulator(
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortInUse("LLM simulator", host, port, port_setting) from exc
     except BaseException:
         await runner.cleanup()
         raise

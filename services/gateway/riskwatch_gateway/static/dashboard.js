@@ -88,7 +88,33 @@ function tile(cameraId) {
             image: null, detections: null, risk: null, history: [], status: null };
   cameras.set(cameraId, state);
   renderSummary();
+  loadHistory(cameraId, state);
   return state;
+}
+
+// The timeline would start empty on every page load: fill it (and the alert list) from the camera's recent history.
+async function loadHistory(cameraId, state) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    const reply = await fetch(`/api/cameras/${encodeURIComponent(cameraId)}/history?limit=200`, { headers });
+    if (!reply.ok) return;
+    const history = await reply.json();
+    const points = history.levels.map((p) => ({ t: p.time, level: p.level }));
+    addHistory(state, points);
+    history.alerts.forEach(onAlert);
+    state.element.dataset.history = String(state.history.length);
+  } catch (error) {
+    showMessage(`history of ${cameraId}: ${error}`);
+  }
+}
+
+// Merges points into the camera's timeline, in time order, keeping the last TIMELINE_SECONDS.
+function addHistory(state, points) {
+  const merged = [...state.history, ...points].sort((a, b) => a.t - b.t);
+  state.history = merged.filter((p, i) => i === 0 || p.t !== merged[i - 1].t || p.level !== merged[i - 1].level);
+  const cutoff = Date.now() / 1000 - TIMELINE_SECONDS;
+  while (state.history.length > 1 && state.history[1].t < cutoff) state.history.shift();
+  drawTimeline(state);
 }
 
 function onCameraStatus(status) {
@@ -190,16 +216,13 @@ function onRiskState(message) {
   const state = tile(message.camera_id);
   if (state.risk && message.version <= state.risk.version) return;
   state.risk = message;
-  state.history.push({ t: message.updated_time || Date.now() / 1000, level: message.max_level });
-  const cutoff = Date.now() / 1000 - TIMELINE_SECONDS;
-  while (state.history.length > 1 && state.history[1].t < cutoff) state.history.shift();
+  addHistory(state, [{ t: message.updated_time || Date.now() / 1000, level: message.max_level }]);
   state.element.dataset.risk = message.max_level;
   state.element.dataset.version = String(message.version);
   const badge = $(".risk", state.element);
   badge.textContent = `risk: ${message.max_level}`;
   badge.className = `risk badge risk-${message.max_level}`;
   draw(state);
-  drawTimeline(state);
   renderSummary();
 }
 
