@@ -70,7 +70,7 @@ async def test_missing_source_reconnects_with_backoff_and_recovers(
 
 
 def test_source_credentials_are_redacted() -> None:
-    assert redact_source("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    assert redact_source("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://***@10.0.0.5:554/live"
     assert redact_source("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
     assert redact_source("var/data/vtest.avi") == "var/data/vtest.avi"
 
