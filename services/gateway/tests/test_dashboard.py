@@ -17,7 +17,8 @@ from riskwatch.cache import InMemoryCache, keys
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_gateway.app import GatewayApp
-from riskwatch_gateway.testing import publish_alert, publish_state, risk_state
+from riskwatch_gateway.config import CameraConfig
+from riskwatch_gateway.testing import make_settings, publish_alert, publish_state, risk_state
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -129,3 +130,18 @@ async def test_dashboard_shows_boxes_and_risk_colours(
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert not errors, errors
+
+
+async def test_a_camera_that_is_not_online_shows_why_next_to_it(
+    browser: Browser, start_gateway: object, tmp_path: Path
+) -> None:
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+        make_settings([CameraConfig(id="cam-gone", source=str(tmp_path / "gone.avi"))], reconnect_initial_s=0.2)
+    )
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    reason = page.locator('[data-camera="cam-gone"] .status-reason')
+    await page.wait_for_function(
+        "el => el.textContent.includes('no such video file')", arg=await reason.element_handle(), timeout=10_000
+    )
+    assert await reason.is_visible()
