@@ -135,7 +135,9 @@ def solid_clip(path: Path, value: int, frames: int = 20) -> Path:
 
 
 def brightness(frame: detector_pb2.Frame) -> float:
-    return float(cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_GRAYSCALE).mean())
+    image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    return float(image.mean())
 
 
 async def test_a_replaced_file_is_read_again(start_gateway: object, detector: FakeDetector, tmp_path: Path) -> None:
