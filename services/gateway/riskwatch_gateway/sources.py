@@ -279,6 +279,8 @@ class CaptureThread:
             return open_capture(self.camera, self._sources)
         except SourceRefused as exc:
             raise OSError(f"source not allowed: {exc}") from exc
+        except SourceUnreadable as exc:
+            raise OSError(str(exc)) from exc
 
     def _run(self) -> None:
         where = redact_source(self.camera.source)

@@ -170,3 +170,17 @@ async def test_a_looping_still_image_stays_online(
     statuses = [m["status"] for m in seen if m.get("type") == "camera_status"]
     assert statuses and all(status == "online" for status in statuses[1:]), statuses
     assert 10 <= len(detector.frames) <= 17
+
+
+async def test_a_configured_camera_whose_host_does_not_resolve_keeps_retrying(start_gateway: object) -> None:
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+        make_settings(
+            [CameraConfig(id="cam-dns", source="rtsp://no-such-host.invalid/live")],
+            reconnect_initial_s=0.1,
+            reconnect_max_s=0.2,
+        )
+    )
+    await asyncio.sleep(1.0)
+    camera = gateway.cameras.get("cam-dns")
+    assert camera.status_extra()["error"] == "host not found"
+    assert camera._thread is not None and camera._thread.alive and camera._thread.reconnects >= 2
