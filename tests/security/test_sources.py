@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from riskwatch.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.support.stack import Stack
+from tests.support.stack import Stack, wait_for_port
 
 pytestmark = pytest.mark.infra  # the gateway process keeps its state in the real Redis
 
@@ -121,7 +121,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, media: Media) -> Iterator[St
             "ALGO_GATEWAY__SOURCES__PROBE_TIMEOUT_S": "3",
         }
     )
-    stack.start("gateway", "riskwatch_gateway", port="gateway_grpc")
+    gateway = stack.start("gateway", "riskwatch_gateway", port="gateway_grpc")
+    wait_for_port(stack.ports["gateway_http"], proc=gateway)  # HTTP starts after gRPC
     try:
         yield stack
     finally:
