@@ -246,10 +246,10 @@ class CaptureThread:
         wants_preview: Callable[[], bool],
         reconnect_initial_s: float = 1.0,
         reconnect_max_s: float = 30.0,
-        sources: SourcesConfig | None = None,
+        sources: SourcesConfig,
     ) -> None:
         self.camera = camera
-        self._sources = sources or SourcesConfig()
+        self._sources = sources
         self._interval = 1.0 / fps
         self._options = options
         self._on_frame = on_frame
