@@ -9,20 +9,37 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+import grpc
 from pydantic import ValidationError
 
 from riskwatch.domain.cameras import CAMERA_ID_RULE, is_valid_camera_id
-from riskwatch.errors import CameraExists, InvalidFrame, InvalidRequest, NotPushCamera, UnknownCamera
+from riskwatch.errors import (
+    CameraExists,
+    InvalidFrame,
+    InvalidRequest,
+    NotPushCamera,
+    RiskwatchError,
+    UnknownCamera,
+)
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
-from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind
+from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind, SourceRefused
 from riskwatch_gateway.detect import Detect
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
 from riskwatch_gateway.messages import camera_json, redact_source
-from riskwatch_gateway.sources import CapturedFrame, CaptureThread, EncodeOptions, SourceState, preview_from_jpeg
+from riskwatch_gateway.sources import (
+    CapturedFrame,
+    CaptureThread,
+    EncodeOptions,
+    SourceState,
+    SourceUnreadable,
+    preview_from_jpeg,
+    probe_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +53,32 @@ FPS_WINDOW_S = 5.0
 
 class InvalidCamera(InvalidRequest):
     """A camera definition that does not validate (bad id, source or fps)."""
+
+
+class SourceNotAllowed(InvalidRequest):
+    """A camera source the gateway's `sources:` settings refuse; says only which rule, never whether a path exists."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"source not allowed: {reason}")
+        self.reason = reason
+
+
+class SourceUnavailable(RiskwatchError):
+    """A new camera's source that could not be read when it was added (add it with allow_offline to keep it)."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"source unavailable: {reason}")
+        self.reason = reason
+
+
+class TooManyCameras(RiskwatchError):
+    """The gateway already runs `sources.max_cameras` cameras."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class LatestFrame:
@@ -91,11 +134,15 @@ class Camera:
         return self.config.kind is SourceKind.PUSH
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, offline_reason: str | None = None) -> None:
+        """Start sampling; `offline_reason`: the source failed its probe and the camera starts offline, retrying."""
         self._loop = asyncio.get_running_loop()
         if self.is_push:
             return
-        self._set_state(SourceState.RECONNECTING, "connecting")
+        if offline_reason is None:
+            self._set_state(SourceState.RECONNECTING, "connecting")
+        else:
+            self._set_state(SourceState.OFFLINE, offline_reason)
         self._task = asyncio.create_task(self._detect_loop(), name=f"detect-{self.camera_id}")
         self._thread = CaptureThread(
             self.config,
@@ -106,6 +153,7 @@ class Camera:
             wants_preview=lambda: self._hub.wants_frames(self.camera_id),
             reconnect_initial_s=self._settings.reconnect_initial_s,
             reconnect_max_s=self._settings.reconnect_max_s,
+            sources=self._settings.sources,
         )
         self._thread.start()
 
@@ -288,8 +336,9 @@ def parse_camera(fields: dict[str, object]) -> CameraConfig:
 
 
 def camera_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """A client's camera definition, accepting {"id"|"camera_id", "source", "fps"?, "loop"?}."""
-    fields = dict(body)
+    """A client's camera definition, accepting {"id"|"camera_id", "source", "fps"?, "loop"?} (without the
+    request's own options such as allow_offline)."""
+    fields = {key: value for key, value in body.items() if key != "allow_offline"}
     if "camera_id" in fields and "id" not in fields:
         fields["id"] = fields.pop("camera_id")
     return fields
@@ -303,6 +352,7 @@ class CameraRegistry:
         self._detector = detector
         self._hub = hub
         self._cameras: dict[str, Camera] = {}
+        self._probing = 0  # cameras being probed, counted against max_cameras
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self._cameras
@@ -322,12 +372,43 @@ class CameraRegistry:
             raise UnknownCamera(f"unknown camera {camera_id!r}")
         return camera
 
-    def add(self, config: CameraConfig) -> Camera:
+    def _check_room(self, config: CameraConfig, probing: int) -> None:
         if config.id in self._cameras:
             raise CameraExists(f"camera {config.id!r} already exists")
+        limit = self._settings.sources.max_cameras
+        if len(self._cameras) + probing >= limit:
+            raise TooManyCameras(f"too many cameras: this gateway runs at most {limit} (sources.max_cameras)")
+
+    async def add_checked(self, config: CameraConfig, *, allow_offline: bool = False) -> Camera:
+        """A camera from a client: its source must be allowed by the `sources:` settings and deliver a frame
+        within `probe_timeout_s`, or, with `allow_offline`, it is added offline with the reason and retried."""
+        sources = self._settings.sources
+        try:
+            sources.allowed_source(config.source)
+        except SourceRefused as exc:
+            raise SourceNotAllowed(str(exc)) from None
+        self._check_room(config, self._probing)
+        self._probing += 1
+        offline_reason: str | None = None
+        try:
+            await asyncio.wait_for(asyncio.to_thread(probe_source, config, sources), sources.probe_timeout_s)
+        except SourceRefused as exc:
+            raise SourceNotAllowed(str(exc)) from None
+        except (SourceUnreadable, TimeoutError) as exc:
+            reason = str(exc) if isinstance(exc, SourceUnreadable) else "timed out"
+            if not allow_offline:
+                raise SourceUnavailable(reason) from None
+            offline_reason = reason
+        finally:
+            self._probing -= 1
+        return self.add(config, offline_reason=offline_reason)
+
+    def add(self, config: CameraConfig, *, offline_reason: str | None = None) -> Camera:
+        """Register and start a camera whose source is already checked (config/cameras.yaml, push, add_checked)."""
+        self._check_room(config, 0)
         camera = Camera(config, self._settings, self._detector, self._hub)
         self._cameras[config.id] = camera
-        camera.start()
+        camera.start(offline_reason)
         log.info("camera %s added (%s, %.1f fps)", config.id, config.kind, camera.fps, extra={"camera_id": config.id})
         camera.publish_status()
         return camera

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from riskwatch.config import CommonSettings, FrozenModel
 from riskwatch.domain.cameras import CAMERA_ID_RULE, CameraId
@@ -20,18 +21,36 @@ class SourceKind(StrEnum):
 
 
 PUSH_SOURCE = "push"
-_URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+DEVICE_PREFIX = "device:"
+# The only URL schemes a camera may use; any other "scheme:" (tcp:, udp:, rtmp:, file:, concat:, ...) is refused.
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,4}")
+
+
+def url_scheme(source: str) -> str | None:
+    """The lower-cased scheme of a "scheme:..." source (ffmpeg's protocol prefix), None for a plain path."""
+    match = _SCHEME.match(source)
+    return match.group(1).lower() if match else None
 
 
 def source_kind(source: str) -> SourceKind:
     """What kind of source a camera's `source` string names."""
     if source == PUSH_SOURCE:
         return SourceKind.PUSH
-    if source.startswith("device:"):
+    if source.startswith(DEVICE_PREFIX):
         return SourceKind.DEVICE
-    if source.lower().startswith(_URL_SCHEMES):
+    if url_scheme(source) is not None:
         return SourceKind.URL
     return SourceKind.FILE
+
+
+def device_index(source: str) -> int:
+    """The index of a "device:<N>" source (ASCII digits only: int() would take "²" and other Unicode digits)."""
+    index = source.removeprefix(DEVICE_PREFIX)
+    if not _ASCII_DIGITS.fullmatch(index):
+        raise ValueError("a device source is 'device:<index>', e.g. 'device:0'")
+    return int(index)
 
 
 class CameraConfig(FrozenModel):
@@ -48,8 +67,8 @@ class CameraConfig(FrozenModel):
     @field_validator("source")
     @classmethod
     def _device_index(cls, value: str) -> str:
-        if value.startswith("device:") and not value.removeprefix("device:").isdigit():
-            raise ValueError("a device source is 'device:<index>', e.g. 'device:0'")
+        if value.startswith(DEVICE_PREFIX):
+            device_index(value)
         return value
 
     @property
@@ -117,6 +136,56 @@ class AccessConfig(FrozenModel):
     allow_insecure: bool = False
 
 
+# Still images are decoded by riskwatch.imaging (JPEG and PNG, with its size checks) and shown at the camera's rate.
+STILL_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv")
+
+
+class SourceRefused(ValueError):
+    """A source the `sources:` settings do not allow; the message is the rule's category, safe to show clients."""
+
+
+class SourcesConfig(FrozenModel):
+    """Which sources a camera may open (config/gateway.yaml `sources:`); see sources_policy.py."""
+
+    # Directories whose files cameras may read (after resolving links); relative ones are taken from the working
+    # directory, where relative camera paths are resolved too.
+    media_roots: list[Path] = Field(default_factory=lambda: [Path("var/data")])
+    # File name extensions (lower case) a file source may have: videos and still images.
+    extensions: list[str] = Field(default_factory=lambda: [*VIDEO_EXTENSIONS, *STILL_IMAGE_EXTENSIONS])
+    # Local cameras ("device:<index>") open hardware on the gateway's host: off unless enabled.
+    allow_devices: bool = False
+    # URL hosts that may resolve to loopback, link-local, unspecified or cloud-metadata addresses: host names,
+    # addresses or networks (e.g. "127.0.0.1", "::1/128", "camera.local"). Everything else of those is refused.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Cameras of any kind the gateway runs at once; adding more is refused (429 / RESOURCE_EXHAUSTED).
+    max_cameras: int = Field(default=64, ge=1, le=10_000)
+    # How long a new camera's source may take to deliver its first frame when it is added.
+    probe_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    def allowed_source(self, source: str) -> str:
+        """What a camera with this source opens (a file: its resolved path), or SourceRefused with the rule's
+        category. Checked on the name alone, so the answer never tells whether a path exists."""
+        kind = source_kind(source)
+        if kind is SourceKind.PUSH:
+            return source
+        if kind is SourceKind.DEVICE:
+            if not self.allow_devices:
+                raise SourceRefused("devices are disabled")
+            return source
+        if kind is SourceKind.URL:
+            if url_scheme(source) not in URL_SCHEMES:
+                raise SourceRefused("scheme")
+            return source
+        # resolve() follows every link, so a link inside a root that points outside is outside.
+        path = Path(source).expanduser().resolve()
+        if not any(path.is_relative_to(root.expanduser().resolve()) for root in self.media_roots):
+            raise SourceRefused("outside the media roots")
+        if Path(source).suffix.lower() not in self.extensions or path.suffix.lower() not in self.extensions:
+            raise SourceRefused("file type")
+        return str(path)
+
+
 class GatewayConfig(FrozenModel):
     """The model of config/gateway.yaml."""
 
@@ -158,6 +227,7 @@ class GatewayConfig(FrozenModel):
     access: AccessConfig = AccessConfig()
     # Largest gRPC-web request body; a bigger one is refused (RESOURCE_EXHAUSTED) without being read further.
     grpc_web_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    sources: SourcesConfig = SourcesConfig()
 
 
 class GatewaySettings(CommonSettings):
@@ -171,6 +241,17 @@ class GatewaySettings(CommonSettings):
     cameras: CamerasConfig = CamerasConfig()
     # How long a stopping gateway lets open HTTP and gRPC calls finish.
     shutdown_grace_s: float = Field(default=3.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _configured_sources_allowed(self) -> Self:
+        for index, camera in enumerate(self.cameras.cameras):
+            try:
+                self.gateway.sources.allowed_source(camera.source)
+            except SourceRefused as exc:
+                raise ValueError(f"cameras[{index}] ({camera.id}): source not allowed: {exc}") from None
+        if len(self.cameras.cameras) > self.gateway.sources.max_cameras:
+            raise ValueError(f"{len(self.cameras.cameras)} cameras but gateway.sources.max_cameras is lower")
+        return self
 
     @property
     def camera_list(self) -> list[CameraConfig]:

@@ -100,7 +100,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         }
         if request.camera.fps:
             fields["fps"] = request.camera.fps
-        camera = self._cameras.add(parse_camera(fields))
+        camera = await self._cameras.add_checked(parse_camera(fields), allow_offline=request.allow_offline)
         return gateway_pb2.AddCameraResponse(camera=camera.info())
 
     async def RemoveCamera(

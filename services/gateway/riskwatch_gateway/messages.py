@@ -12,17 +12,22 @@ from riskwatch.domain import FailureKind, GroupFeatures, RiskLevel
 from riskwatch.events import seconds
 from riskwatch.v1 import events_pb2, gateway_pb2
 
-_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@]*)@")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# Query parameters whose values are secrets: any name with one of these in it (password, api_key, X-Auth-Token...).
+_SECRET_PARAM = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|token|key|secret|auth|sig|cred)[^=&;#]*=)[^&;#]*", re.I)
 
 
 def redact_source(source: str) -> str:
-    """A source URL with any password replaced, so credentials never reach clients or logs."""
-
-    def hide(match: re.Match[str]) -> str:
-        user = match.group(2).split(":", 1)[0]
-        return f"{match.group(1)}{user}:***@"
-
-    return _CREDENTIALS.sub(hide, source)
+    """A source URL without its userinfo (up to the last "@": a password may hold "@" itself) and with the values of
+    secret-like query parameters replaced, so credentials never reach clients or logs."""
+    scheme = _SCHEME.match(source)
+    if scheme is None:
+        return source
+    rest = source[scheme.end() :]
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***" + rest[at:]
+    return scheme.group(0) + _SECRET_PARAM.sub(r"\1***", rest)
 
 
 def _time(ts: Timestamp) -> float | None:

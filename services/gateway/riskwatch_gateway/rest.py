@@ -12,12 +12,18 @@ from starlette.routing import Route
 from riskwatch.errors import InvalidRequest, RiskwatchError, client_message, http_status
 from riskwatch_gateway import messages
 from riskwatch_gateway.access import requires
-from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
+from riskwatch_gateway.cameras import (
+    CameraRegistry,
+    SourceNotAllowed,
+    SourceUnavailable,
+    camera_fields,
+    parse_camera,
+)
 from riskwatch_gateway.config import Role
 from riskwatch_gateway.history import MAX_HISTORY, risk_history
 from riskwatch_gateway.riskfeed import RiskFeed
 
-CAMERA_BODY = 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?}'
+CAMERA_BODY = 'the body must be a JSON object: {"id", "source", "fps"?, "loop"?, "allow_offline"?}'
 
 
 async def riskwatch_error(request: Request, exc: Exception) -> JSONResponse:
@@ -55,7 +61,14 @@ class RestApi:
             raise InvalidRequest(CAMERA_BODY) from exc
         if not isinstance(body, dict):
             raise InvalidRequest(CAMERA_BODY)
-        camera = self._cameras.add(parse_camera(camera_fields(body)))
+        allow_offline = body.get("allow_offline", False)
+        if not isinstance(allow_offline, bool):
+            raise InvalidRequest("allow_offline must be true or false")
+        try:
+            camera = await self._cameras.add_checked(parse_camera(camera_fields(body)), allow_offline=allow_offline)
+        except (SourceNotAllowed, SourceUnavailable) as exc:
+            # The reason on its own, for clients that act on it (e.g. offer allow_offline for an unreadable one).
+            return JSONResponse({"error": client_message(exc), "reason": exc.reason}, status_code=http_status(exc))
         return JSONResponse({"camera": camera.json()}, status_code=201)
 
     async def remove_camera(self, request: Request) -> Response:

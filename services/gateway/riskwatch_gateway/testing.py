@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -16,7 +18,7 @@ from riskwatch.cache import Cache, keys
 from riskwatch.errors import InvalidFrame
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
-from riskwatch_gateway.config import CameraConfig, CamerasConfig, GatewayConfig, GatewaySettings
+from riskwatch_gateway.config import CameraConfig, CamerasConfig, GatewayConfig, GatewaySettings, SourcesConfig
 
 Message = dict[str, Any]
 
@@ -77,6 +79,8 @@ class FakeDetector:
 
 def make_settings(cameras: list[CameraConfig] | None = None, **gateway: Any) -> GatewaySettings:
     fields: dict[str, Any] = {"grpc_port": 0, "http_port": 0, "heartbeat_interval_s": 0.5, "status_interval_s": 0.5}
+    # Tests read the clips they write under the temporary directory (pytest's tmp_path).
+    fields["sources"] = SourcesConfig(media_roots=[Path(tempfile.gettempdir()), Path("var/data")])
     fields.update(gateway)
     return GatewaySettings(gateway=GatewayConfig(**fields), cameras=CamerasConfig(cameras=cameras or []))
 

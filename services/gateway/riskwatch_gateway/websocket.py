@@ -206,7 +206,8 @@ class WebSocketSession:
                 fields["id"] = fields.pop("camera_id")
         if not isinstance(fields, dict):
             raise ProtocolError('"camera" must be an object: {"id", "source", "fps"?, "loop"?}')
-        camera = self._cameras.add(parse_camera(camera_fields(fields)))
+        allow_offline = fields.get("allow_offline") is True
+        camera = await self._cameras.add_checked(parse_camera(camera_fields(fields)), allow_offline=allow_offline)
         self._send({"type": "camera_added", "camera": camera.json()}, body)
 
     async def _remove_camera(self, body: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from riskwatch.config import load_settings
 from riskwatch.errors import ConfigError
-from riskwatch_gateway.config import GatewaySettings, SourceKind, source_kind
+from riskwatch_gateway.config import GatewaySettings, SourceKind, SourceRefused, source_kind
 
 REPO_CONFIG = Path(__file__).resolve().parents[3] / "config"
 
@@ -58,3 +58,29 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 )
 def test_source_kinds(source: str, kind: SourceKind) -> None:
     assert source_kind(source) is kind
+
+
+def test_shipped_sources_settings_admit_the_sample_video_and_nothing_outside() -> None:
+    settings = load_settings(GatewaySettings, REPO_CONFIG)
+    sources = settings.gateway.sources
+    assert (sources.allow_devices, sources.allowed_hosts, sources.max_cameras) == (False, [], 64)
+    assert sources.allowed_source("var/data/vtest.avi") == str(Path("var/data/vtest.avi").resolve())
+    with pytest.raises(SourceRefused, match="outside the media roots"):
+        sources.allowed_source("var/data/../../etc/hosts.avi")
+
+
+@pytest.mark.parametrize(
+    ("source", "rule"),
+    [
+        ("/etc/passwd", "outside the media roots"),
+        ("var/data/notes.txt", "file type"),
+        ("device:0", "devices are disabled"),
+        ("tcp://0.0.0.0:9000?listen=1", "scheme"),
+    ],
+)
+def test_a_camera_file_naming_a_refused_source_fails_with_the_camera_and_rule(
+    tmp_path: Path, source: str, rule: str
+) -> None:
+    (tmp_path / "cameras.yaml").write_text(f"cameras:\n  - {{id: cam-bad, source: '{source}'}}\n")
+    with pytest.raises(ConfigError, match=f"cam-bad.*source not allowed: {rule}"):
+        load_settings(GatewaySettings, tmp_path)

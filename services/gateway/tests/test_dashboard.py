@@ -18,7 +18,8 @@ from riskwatch.cache import InMemoryCache, keys
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_gateway.app import GatewayApp
-from riskwatch_gateway.testing import publish_alert, publish_state, risk_state
+from riskwatch_gateway.config import CameraConfig
+from riskwatch_gateway.testing import make_settings, publish_alert, publish_state, risk_state
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -178,3 +179,18 @@ async def test_timeline_shows_the_recent_history_on_page_load(
     assert (await timeline_rgb(time.time() - now + 400))[:3] == [0, 0, 0]
     assert await page.locator("#alerts li", has_text="g1 at").count() == 1
     assert not errors, errors
+
+
+async def test_a_camera_that_is_not_online_shows_why_next_to_it(
+    browser: Browser, start_gateway: object, tmp_path: Path
+) -> None:
+    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+        make_settings([CameraConfig(id="cam-gone", source=str(tmp_path / "gone.avi"))], reconnect_initial_s=0.2)
+    )
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    reason = page.locator('[data-camera="cam-gone"] .status-reason')
+    await page.wait_for_function(
+        "el => el.textContent.includes('no such video file')", arg=await reason.element_handle(), timeout=10_000
+    )
+    assert await reason.is_visible()

@@ -115,10 +115,12 @@ async def test_watch_camera_without_state_starts_with_an_empty_state_and_ends_on
 async def test_camera_management_and_state(stub: gateway_pb2_grpc.GatewayServiceStub, cache: InMemoryCache) -> None:
     added = await stub.AddCamera(
         gateway_pb2.AddCameraRequest(
-            camera=gateway_pb2.Camera(camera_id="cam-02", source="rtsp://user:secret@10.0.0.9/stream", fps=1)
+            camera=gateway_pb2.Camera(camera_id="cam-02", source="rtsp://user:secret@10.0.0.9/stream", fps=1),
+            allow_offline=True,  # nothing answers at 10.0.0.9: the probe fails, the operator keeps it anyway
         )
     )
     assert added.camera.camera.camera_id == "cam-02" and added.camera.camera.fps == 1
+    assert added.camera.status == gateway_pb2.CAMERA_STATUS_OFFLINE
     listed = await stub.ListCameras(gateway_pb2.ListCamerasRequest())
     assert sorted(c.camera.camera_id for c in listed.cameras) == ["cam-01", "cam-02"]
     assert "secret" not in str(listed)  # source credentials are never sent back

@@ -22,9 +22,11 @@ async def test_cameras_are_managed_over_rest(gateway: GatewayApp, cache: InMemor
         listed = (await http.get("/api/cameras")).json()
         assert [c["camera_id"] for c in listed["cameras"]] == ["cam-01"]
 
-        created = await http.post("/api/cameras", json={"id": "cam-02", "source": "rtsp://bob:pw@cam/1", "fps": 1})
+        created = await http.post(
+            "/api/cameras", json={"id": "cam-02", "source": "rtsp://bob:pw@cam/1", "fps": 1, "allow_offline": True}
+        )
         assert created.status_code == 201
-        assert created.json()["camera"]["source"] == "rtsp://bob:***@cam/1"  # credentials never shown
+        assert created.json()["camera"]["source"] == "rtsp://***@cam/1"  # credentials never shown
         assert (await http.post("/api/cameras", json={"id": "cam-02", "source": "push"})).status_code == 409
         bad = await http.post("/api/cameras", json={"id": "cam-03", "source": "push", "fps": -1})
         assert bad.status_code == 400 and "fps" in bad.json()["error"]

@@ -131,6 +131,8 @@ function onCameraStatus(status) {
   badge.textContent = status.status;
   badge.className = `status badge ${status.status}`;
   badge.title = status.error || status.source;
+  // Why a camera is not online (a missing file, an unreachable host), readable without hovering.
+  $(".status-reason", state.element).textContent = status.status === "online" ? "" : status.error || "";
   $(".fps", state.element).textContent = `${status.measured_fps.toFixed(1)} / ${status.fps} fps`;
   renderCounts(state);
   renderHealth();
