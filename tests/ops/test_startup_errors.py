@@ -1,20 +1,16 @@
-"""A second start while the ports are taken ends in one line naming the port and the setting that moves it (exit
-2), for every listener: the embedded simulator, the gateway's HTTP and gRPC servers, metrics, and llmsim."""
+"""A second start while the ports are taken ends in one line naming the port and the setting that moves it
+(exit 2), for every listener: the embedded simulator, the gateway's HTTP and gRPC, metrics, the detector, llmsim."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.entry import run_entry
 from tests.support.stack import free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -24,20 +20,6 @@ def squatter() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
-
-
-def _run(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ALGO_", "RW_LLM_BASE_URL"))}
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _embedded_ports() -> dict[str, str]:
@@ -66,8 +48,12 @@ def _assert_one_line(result: subprocess.CompletedProcess[str], port: int, settin
 def test_embedded_mode_names_the_busy_port_and_the_setting_that_moves_it(squatter: int, setting: str) -> None:
     env = _embedded_ports()
     env[setting] = f"http://127.0.0.1:{squatter}/v1" if setting == "RW_LLM_BASE_URL" else str(squatter)
-    _assert_one_line(_run("riskwatch_embedded", **env), squatter, setting)
+    _assert_one_line(run_entry("riskwatch_embedded", **env), squatter, setting)
 
 
 def test_llmsim_names_the_busy_port_and_its_flag(squatter: int) -> None:
-    _assert_one_line(_run("riskwatch_llmsim", "--port", str(squatter)), squatter, "--port")
+    _assert_one_line(run_entry("riskwatch_llmsim", "--port", str(squatter)), squatter, "--port")
+
+
+def test_the_detector_names_the_busy_port_and_the_setting_that_moves_it(squatter: int) -> None:
+    _assert_one_line(run_entry("riskwatch_detector", ALGO_GRPC_PORT=str(squatter)), squatter, "ALGO_GRPC_PORT")

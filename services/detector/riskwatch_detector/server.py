@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from riskwatch import rpc
-from riskwatch.errors import RiskwatchError
+from riskwatch.errors import PortInUse, RiskwatchError
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
 from riskwatch_detector.config import DetectorSettings
 from riskwatch_detector.service import Detector
@@ -19,6 +19,7 @@ from riskwatch_detector.service import Detector
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = rpc.service_name(detector_pb2.DESCRIPTOR, "DetectorService")
+PORT_SETTING = "set ALGO_GRPC_PORT to move it"
 
 
 class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
@@ -91,17 +92,21 @@ def create_server(
     `port` overrides settings.grpc_port; 0 picks a free port. Stop it with `settings.shutdown_grace_s`.
     """
     servicer = DetectorServicer(detector, settings.detector.batching.max_in_flight_per_stream)
-    return rpc.create_server(
-        f"{settings.grpc_host}:{settings.grpc_port if port is None else port}",
-        [SERVICE_NAME],
-        lambda server: detector_pb2_grpc.add_DetectorServiceServicer_to_server(servicer, server),
-        options=[
-            # Above the image limit, so an oversized image reaches the detector and gets INVALID_ARGUMENT
-            # with a message rather than a bare RESOURCE_EXHAUSTED from the transport.
-            ("grpc.max_receive_message_length", 2 * settings.detector.max_image_bytes + 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ],
-    )
+    bind_port = settings.grpc_port if port is None else port
+    try:
+        return rpc.create_server(
+            f"{settings.grpc_host}:{bind_port}",
+            [SERVICE_NAME],
+            lambda server: detector_pb2_grpc.add_DetectorServiceServicer_to_server(servicer, server),
+            options=[
+                # Above the image limit, so an oversized image reaches the detector and gets INVALID_ARGUMENT
+                # with a message rather than a bare RESOURCE_EXHAUSTED from the transport.
+                ("grpc.max_receive_message_length", 2 * settings.detector.max_image_bytes + 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
+    except OSError as exc:
+        raise PortInUse("detector gRPC", settings.grpc_host, bind_port, PORT_SETTING) from exc
 
 
 async def set_serving(server: grpc.aio.Server, serving: bool) -> None:
