@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from riskwatch.domain.cameras import CAMERA_ID_RULE, is_valid_camera_id
-from riskwatch.errors import CameraExists, InvalidFrame, InvalidRequest, NotPushCamera, UnknownCamera
+from riskwatch.errors import (
+    CameraExists,
+    InvalidFrame,
+    InvalidRequest,
+    LimitReached,
+    NotPushCamera,
+    UnknownCamera,
+)
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
@@ -303,6 +310,8 @@ class CameraRegistry:
         self._detector = detector
         self._hub = hub
         self._cameras: dict[str, Camera] = {}
+        # Push cameras registered by their first frame (auto_register_push_cameras), limited in number.
+        self._auto_registered: set[str] = set()
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self._cameras
@@ -350,7 +359,15 @@ class CameraRegistry:
             return camera
         if not self._settings.auto_register_push_cameras:
             raise UnknownCamera(f"unknown camera {camera_id!r}; add it with source 'push' first")
-        return self.add(parse_camera({"id": camera_id, "source": PUSH_SOURCE}))
+        self._auto_registered &= set(self._cameras)  # those removed since no longer count
+        if len(self._auto_registered) >= self._settings.max_auto_registered_cameras:
+            raise LimitReached(
+                f"unknown camera {camera_id!r}: {len(self._auto_registered)} push cameras were registered by their "
+                "frames already (max_auto_registered_cameras); add it with source 'push'"
+            )
+        camera = self.add(parse_camera({"id": camera_id, "source": PUSH_SOURCE}))
+        self._auto_registered.add(camera_id)
+        return camera
 
     async def stop_all(self) -> None:
         cameras, self._cameras = list(self._cameras.values()), {}
