@@ -21,7 +21,6 @@ written and published when Redis is back (alerts are appended and published one 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from riskwatch.cache import Cache, keys
 from riskwatch.domain import RiskLevel
 from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.retry import RetryCallState, retrying
-from riskwatch.telemetry.metrics import END_TO_END_LATENCY
+from riskwatch.telemetry.metrics import END_TO_END_LATENCY, forget_camera
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorSettings
 from riskwatch_aggregator.metrics import CACHE_BACKLOG, CACHE_UP, CAMERA_RISK, RESULTS_IGNORED, STATE_CHANGES
@@ -241,9 +240,7 @@ class Aggregator:
         self._persisted.pop(camera_id, None)
         self._waiters.pop(camera_id, None)
         self._alerts.pop(camera_id, None)
-        for metric in (STATE_CHANGES, CAMERA_RISK):
-            with contextlib.suppress(KeyError):
-                metric.remove(camera_id)
+        forget_camera(camera_id, STATE_CHANGES, CAMERA_RISK)
         log.info(
             "camera %s forgotten after %.0f s without results", camera_id, self._idle_s, extra={"camera_id": camera_id}
         )

@@ -23,6 +23,7 @@ from riskwatch.errors import (
     UnknownCamera,
 )
 from riskwatch.events import event_id, timestamp
+from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
 from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind
@@ -345,6 +346,7 @@ class CameraRegistry:
         camera = self.get(camera_id)
         del self._cameras[camera_id]
         await camera.stop()
+        forget_camera(camera_id, *metrics.PER_CAMERA, label="camera")
         log.info("camera %s removed", camera_id, extra={"camera_id": camera_id})
         info = camera.info()
         info.status = gateway_pb2.CAMERA_STATUS_OFFLINE
