@@ -259,9 +259,9 @@ def _check_request_id(request_id: Any) -> str | int | float | None:
         return None
     if isinstance(request_id, str) and len(request_id) <= MAX_REQUEST_ID_CHARS:
         return request_id
-    is_number = isinstance(request_id, int | float) and not isinstance(request_id, bool)
-    if is_number and abs(request_id) <= MAX_REQUEST_ID_NUMBER:
-        return request_id
+    if isinstance(request_id, int | float) and not isinstance(request_id, bool):
+        if abs(request_id) <= MAX_REQUEST_ID_NUMBER:
+            return request_id
     raise ProtocolError(
         f'"request_id" must be a string of at most {MAX_REQUEST_ID_CHARS} characters or a number up to 2^53'
     )
