@@ -9,6 +9,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
 
+
 def forget_camera(camera_id: str, *metrics: MetricWrapperBase, label: str = "camera_id") -> None:
     """Remove a camera's label children from `metrics` (it was removed or went idle): per-camera labels would
     otherwise grow with every camera id ever seen."""
