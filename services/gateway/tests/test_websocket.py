@@ -336,3 +336,16 @@ async def test_clients_beyond_max_clients_are_closed_with_1013(start_gateway: An
     async with connect(ws_url(gateway)) as again:  # the slots are free again
         await send(again, {"type": "ping"})
         await recv_until(again, of_type("pong"))
+
+
+async def test_a_removed_camera_loses_its_metric_labels(gateway: GatewayApp) -> None:
+    labels = {"camera": "cam-gone", "outcome": "detected"}
+    async with connect(ws_url(gateway)) as ws:
+        await send(ws, {"type": "add_camera", "camera": {"id": "cam-gone", "source": "push"}})
+        await recv_until(ws, of_type("camera_added"))
+        await push(gateway, "cam-gone", 1)
+        assert REGISTRY.get_sample_value("riskwatch_gateway_frames_total", labels) == 1
+        await send(ws, {"type": "remove_camera", "camera_id": "cam-gone"})
+        await recv_until(ws, of_type("camera_removed"))
+    assert REGISTRY.get_sample_value("riskwatch_gateway_frames_total", labels) is None
+    assert REGISTRY.get_sample_value("riskwatch_camera_online", {"camera": "cam-gone"}) is None
