@@ -90,8 +90,8 @@ async def test_push_frames_to_an_unknown_camera_is_refused_by_default(
     assert "new-cam" not in gateway.cameras and not detector.frames
 
 
-async def test_auto_registered_push_cameras_are_limited(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+async def test_auto_registered_push_cameras_are_limited(start_gateway: Any) -> None:
+    gateway: GatewayApp = await start_gateway(
         make_settings(auto_register_push_cameras=True, max_auto_registered_cameras=2)
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
@@ -105,8 +105,8 @@ async def test_auto_registered_push_cameras_are_limited(start_gateway: object) -
         assert again[0].event.camera_id == "cam-2"  # a removed one no longer counts
 
 
-async def test_open_streams_are_limited_per_method(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+async def test_open_streams_are_limited_per_method(start_gateway: Any) -> None:
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-01", source="push")], max_grpc_streams=2)
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
