@@ -60,6 +60,13 @@ class FrameDropped(RiskwatchError):
     http_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
+class LimitReached(RiskwatchError):
+    """A configured limit (open streams, push cameras, bytes of waiting frames) is reached; try again later."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_code = HTTPStatus.TOO_MANY_REQUESTS
+
+
 class UnknownCamera(RiskwatchError):
     """A camera id that the gateway does not know."""
 

@@ -21,6 +21,10 @@ class BenchStack(Stack):
         for name in METRICS_SERVICES:
             self.metrics_ports[name] = free_port()
             self.process_env.setdefault(name, {})["ALGO_METRICS_PORT"] = str(self.metrics_ports[name])
+        # The benchmark's cameras register themselves by pushing (off by default since issue 13).
+        gateway = self.process_env.setdefault("gateway", {})
+        gateway["ALGO_GATEWAY__AUTO_REGISTER_PUSH_CAMERAS"] = "true"
+        gateway["ALGO_GATEWAY__MAX_AUTO_REGISTERED_CAMERAS"] = "10000"
 
     def metrics_url(self, name: str) -> str:
         if name == "gateway":

@@ -20,7 +20,7 @@ import yaml
 
 from tests.ops import promql
 from tests.ops.support import REPO, ScriptStack, port_free
-from tests.support.clients import push_frames
+from tests.support.clients import add_push_camera, push_frames
 from tests.support.frames import video_frames
 
 PROM = REPO / "deploy" / "prometheus"
@@ -120,7 +120,9 @@ def _traffic(stack: ScriptStack) -> None:
     )
     assert pipeline.returncode == 0, pipeline.stdout + pipeline.stderr
     assert json.loads(pipeline.stdout)["missing"] == 0
-    frames = video_frames(VIDEO, 4, f"ops-{stack.run_id}", every=5, start=100)
+    camera = f"ops-{stack.run_id}"
+    frames = video_frames(VIDEO, 4, camera, every=5, start=100)
+    asyncio.run(add_push_camera(stack.port("gateway", 1), camera))
     responses = asyncio.run(push_frames(stack.port("gateway", 1), frames, interval_s=0.2))
     assert len(responses) == len(frames)
 

@@ -1,4 +1,5 @@
-"""The cache interface: latest values with a TTL, capped streams for history, and pub/sub for push."""
+"""The cache interface: latest values with a TTL, capped streams for history, an index of members by last-seen
+time, and pub/sub for push."""
 
 from __future__ import annotations
 
@@ -15,12 +16,24 @@ class Cache(abc.ABC):
     async def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None: ...
 
     @abc.abstractmethod
-    async def stream_add(self, key: str, value: bytes, maxlen: int) -> None:
-        """Append to a capped stream (oldest entries trimmed beyond `maxlen`)."""
+    async def stream_add(self, key: str, value: bytes, maxlen: int, ttl_s: int | None = None) -> None:
+        """Append to a capped stream (oldest entries trimmed beyond `maxlen`); `ttl_s` is refreshed on each write."""
 
     @abc.abstractmethod
     async def stream_tail(self, key: str, count: int) -> list[bytes]:
         """The newest `count` entries, oldest first."""
+
+    @abc.abstractmethod
+    async def index_touch(self, key: str, member: str, seen: float) -> None:
+        """Record `member` in the index `key` as last seen at `seen` (epoch seconds)."""
+
+    @abc.abstractmethod
+    async def index_members(self, key: str, since: float) -> list[str]:
+        """Members of the index seen at or after `since`, oldest first."""
+
+    @abc.abstractmethod
+    async def index_prune(self, key: str, before: float) -> int:
+        """Remove members last seen before `before`; how many went."""
 
     @abc.abstractmethod
     async def publish(self, channel: str, message: bytes) -> None: ...

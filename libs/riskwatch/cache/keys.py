@@ -14,10 +14,13 @@ def camera_state(camera_id: str) -> str:
 
 
 def camera_alerts(camera_id: str) -> str:
-    """Capped stream of AssessmentResults that raised or changed a camera's risk (protobuf bytes)."""
+    """Capped stream of AssessmentResults that raised or changed a camera's risk (protobuf bytes, with a TTL
+    refreshed on each append)."""
     return f"alerts:{camera_id}"
 
 
 def cameras_index() -> str:
-    """JSON list of camera ids the aggregator has state for."""
-    return "cameras"
+    """Sorted set of the camera ids the aggregator has state for, scored by when their state was last written
+    (epoch seconds); cameras idle longer than the state TTL are pruned. (Until issue 13 this was a JSON list
+    under the key "cameras", which grew forever; that key is no longer read.)"""
+    return "cameras-by-last-write"

@@ -36,9 +36,33 @@ class RedisCache(Cache):
         except RedisError as exc:
             raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
 
-    async def stream_add(self, key: str, value: bytes, maxlen: int) -> None:
+    async def stream_add(self, key: str, value: bytes, maxlen: int, ttl_s: int | None = None) -> None:
         try:
-            await self._redis.xadd(self._k(key), {"v": value}, maxlen=maxlen, approximate=False)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self._k(key), {"v": value}, maxlen=maxlen, approximate=False)
+                if ttl_s is not None:
+                    pipe.expire(self._k(key), ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+    async def index_touch(self, key: str, member: str, seen: float) -> None:
+        try:
+            await self._redis.zadd(self._k(key), {member: seen})
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+
+    async def index_members(self, key: str, since: float) -> list[str]:
+        try:
+            members: Any = await self._redis.zrangebyscore(self._k(key), since, "+inf")
+        except RedisError as exc:
+            raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
+        return [bytes(m).decode("utf-8", "replace") for m in members or []]
+
+    async def index_prune(self, key: str, before: float) -> int:
+        try:
+            # "(" makes the bound exclusive: a member seen exactly at `before` stays.
+            return int(await self._redis.zremrangebyscore(self._k(key), "-inf", f"({before}"))
         except RedisError as exc:
             raise Unavailable(f"Failed to connect to Redis ({exc})") from exc
 

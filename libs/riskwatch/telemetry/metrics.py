@@ -5,10 +5,19 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 from riskwatch.errors import PortInUse
 
 log = logging.getLogger(__name__)
+
+
+def forget_camera(camera_id: str, *metrics: MetricWrapperBase, label: str = "camera_id") -> None:
+    """Remove a camera's label children from `metrics` (it was removed or went idle): per-camera labels would
+    otherwise grow with every camera id ever seen."""
+    for metric in metrics:
+        metric.remove_by_labels({label: camera_id})
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 

@@ -21,7 +21,6 @@ written and published when Redis is back (alerts are appended and published one 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from riskwatch.cache import Cache, keys
 from riskwatch.domain import RiskLevel
 from riskwatch.errors import DecodeError, Unavailable
 from riskwatch.retry import RetryCallState, retrying
-from riskwatch.telemetry.metrics import END_TO_END_LATENCY
+from riskwatch.telemetry.metrics import END_TO_END_LATENCY, forget_camera
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorSettings
 from riskwatch_aggregator.metrics import CACHE_BACKLOG, CACHE_UP, CAMERA_RISK, RESULTS_IGNORED, STATE_CHANGES
@@ -61,8 +60,10 @@ class Aggregator:
         self._unrestored: dict[str, list[tuple[events_pb2.AssessmentResult, float]]] = {}
         self._dirty: set[str] = set()
         self._alerts: dict[str, list[bytes]] = {}
-        self._indexed: set[str] = set()
-        self._index_dirty = False
+        # When each camera last had a result: cameras idle longer than camera_idle_s are forgotten.
+        self._last_result: dict[str, float] = {}
+        self._idle_s = self._config.camera_idle_s or float(self._redis.state_ttl_s)
+        self._next_eviction = 0.0
         # Per camera: sequence number of the latest change, of the latest persisted one, and who waits.
         self._seq: dict[str, int] = {}
         self._persisted: dict[str, int] = {}
@@ -98,6 +99,7 @@ class Aggregator:
         """Apply a result in memory; the change's sequence number if it must be persisted before acknowledging."""
         camera_id = result.camera_id
         now = self._clock()
+        self._last_result[camera_id] = now
         if not self._book.known(camera_id) or camera_id in self._unrestored:
             self._unrestored.setdefault(camera_id, []).append((result, now))
             return self._changed(camera_id)
@@ -182,8 +184,6 @@ class Aggregator:
         for camera_id in list(self._unrestored):
             data = await self._cache.get(keys.camera_state(camera_id))
             self._restore(camera_id, data)
-        if self._index_dirty:
-            await self._write_index()
         for camera_id in sorted(self._dirty):
             alerts = self._alerts.get(camera_id, [])
             if alerts:
@@ -193,7 +193,10 @@ class Aggregator:
             while alerts:
                 if _task_id(alerts[0]) not in recorded:
                     await self._cache.stream_add(
-                        keys.camera_alerts(camera_id), alerts[0], self._redis.alert_history_len
+                        keys.camera_alerts(camera_id),
+                        alerts[0],
+                        self._redis.alert_history_len,
+                        ttl_s=self._redis.state_ttl_s,
                     )
                     # Appended before published, like the state: a reader that reads the tail, then listens,
                     # misses none. The gateway forwards exactly these pushes; it does not re-read the stream.
@@ -205,11 +208,42 @@ class Aggregator:
                 data = state.SerializeToString()
                 # SET before PUBLISH: a reader that GETs and then subscribes cannot miss this version.
                 await self._cache.set(keys.camera_state(camera_id), data, self._redis.state_ttl_s)
+                # Indexed after the SET, so the gateway's resync never finds an id without a state to read.
+                await self._cache.index_touch(keys.cameras_index(), camera_id, self._clock())
                 await self._cache.publish(keys.RISK_STATE_CHANNEL, data)
             if self._seq[camera_id] == seq:
                 self._dirty.discard(camera_id)
             self._mark_persisted(camera_id, seq)
         CACHE_BACKLOG.set(self.backlog)
+        await self._evict_idle()
+
+    async def _evict_idle(self) -> None:
+        """Forget cameras without a result for camera_idle_s (memory, metric labels, the Redis index); at most
+        once a minute. A camera with anything pending stays."""
+        now = self._clock()
+        if now < self._next_eviction:
+            return
+        self._next_eviction = now + min(60.0, self._idle_s)
+        idle = [c for c, seen in self._last_result.items() if now - seen > self._idle_s]
+        for camera_id in idle:
+            if camera_id in self._dirty or camera_id in self._unrestored or self._waiters.get(camera_id):
+                continue
+            self.forget(camera_id)
+        # Other instances' cameras too: a state not written for the TTL has expired in Redis anyway.
+        await self._cache.index_prune(keys.cameras_index(), now - self._redis.state_ttl_s)
+
+    def forget(self, camera_id: str) -> None:
+        """Drop everything kept for one camera; its next result restores it from the cache."""
+        self._book.forget(camera_id)
+        self._last_result.pop(camera_id, None)
+        self._seq.pop(camera_id, None)
+        self._persisted.pop(camera_id, None)
+        self._waiters.pop(camera_id, None)
+        self._alerts.pop(camera_id, None)
+        forget_camera(camera_id, STATE_CHANGES, CAMERA_RISK)
+        log.info(
+            "camera %s forgotten after %.0f s without results", camera_id, self._idle_s, extra={"camera_id": camera_id}
+        )
 
     async def _recorded_task_ids(self, camera_id: str, pending: int) -> set[str]:
         tail = await self._cache.stream_tail(keys.camera_alerts(camera_id), pending + ALERT_DEDUP_WINDOW)
@@ -227,22 +261,7 @@ class Aggregator:
         self._book.reset(camera_id, persisted)
         for result, now in self._unrestored.pop(camera_id):
             self._apply_restored(result, now)
-        if camera_id not in self._indexed:
-            self._indexed.add(camera_id)
-            self._index_dirty = True
         self._dirty.add(camera_id)
-
-    async def _write_index(self) -> None:
-        """Merge our cameras into the JSON list the gateway reads to resync (other instances own others)."""
-        raw = await self._cache.get(keys.cameras_index())
-        known: set[str] = set()
-        if raw:
-            try:
-                known = {str(c) for c in json.loads(raw)}
-            except (ValueError, TypeError) as exc:
-                log.warning("cache key %s is not a JSON list (%s); rewriting it", keys.cameras_index(), exc)
-        await self._cache.set(keys.cameras_index(), json.dumps(sorted(known | self._indexed)).encode())
-        self._index_dirty = False
 
     def _mark_persisted(self, camera_id: str, seq: int) -> None:
         self._persisted[camera_id] = max(self._persisted.get(camera_id, 0), seq)

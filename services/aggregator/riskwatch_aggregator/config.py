@@ -19,6 +19,8 @@ class AggregatorConfig(FrozenModel):
     cache_retry_s: float = Field(default=0.5, gt=0)
     cache_retry_max_s: float = Field(default=10.0, gt=0)
     max_records_in_flight: int = Field(default=1000, ge=1)
+    # A camera with no result for this long is forgotten in memory (None = redis.state_ttl_s).
+    camera_idle_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _retry_order(self) -> AggregatorConfig:

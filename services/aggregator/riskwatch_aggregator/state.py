@@ -59,6 +59,9 @@ class RiskStateBook:
         message.camera_id = camera_id
         self._cameras[camera_id] = CameraState(message)
 
+    def forget(self, camera_id: str) -> None:
+        self._cameras.pop(camera_id, None)
+
     def get(self, camera_id: str) -> events_pb2.CameraRiskState | None:
         cam = self._cameras.get(camera_id)
         return cam.message if cam else None

@@ -55,9 +55,13 @@ class FlakyCache(InMemoryCache):
         self._check()
         await super().set(key, value, ttl_s)
 
-    async def stream_add(self, key: str, value: bytes, maxlen: int) -> None:
+    async def stream_add(self, key: str, value: bytes, maxlen: int, ttl_s: int | None = None) -> None:
         self._check()
-        await super().stream_add(key, value, maxlen)
+        await super().stream_add(key, value, maxlen, ttl_s)
+
+    async def index_touch(self, key: str, member: str, seen: float) -> None:
+        self._check()
+        await super().index_touch(key, member, seen)
 
     async def publish(self, channel: str, message: bytes) -> None:
         self._check()
@@ -228,7 +232,7 @@ async def test_state_is_written_with_ttl_before_it_is_published_and_alerts_are_c
         assert len(seen) == 12
         assert all(in_cache >= pushed for pushed, in_cache in seen)  # never published before written
         assert len(await cache.stream_tail(keys.camera_alerts("cam-1"), 100)) == 10
-        assert b"cam-1" in (await cache.get(keys.cameras_index()) or b"")
+        assert "cam-1" in await cache.index_members(keys.cameras_index(), since=0)
     finally:
         await agg.stop()
 
@@ -420,3 +424,47 @@ async def test_stage_does_not_commit_past_an_unwritten_change_and_redelivers_it_
         assert {g.group_id for g in state.groups} == {"g1", "g2", "g3"} and state.max_level == HIGH
     finally:
         await restarted.stop()
+
+
+def risk_label(camera: str) -> float | None:
+    return REGISTRY.get_sample_value("riskwatch_camera_risk_level", {"camera_id": camera})
+
+
+async def test_idle_cameras_are_forgotten_with_their_labels_and_index_entry(cache: FlakyCache) -> None:
+    clock = Clock()
+    agg = Aggregator(settings(camera_idle_s=100), cache, clock=clock)
+    await agg.start()
+    try:
+        await feed(agg, result(1, HIGH, camera="cam-old"), result(1, LOW, camera="cam-new"))
+        assert risk_label("cam-old") is not None
+        assert await cache.index_members(keys.cameras_index(), since=0) == ["cam-new", "cam-old"]
+
+        clock.now = T0 + 150
+        await feed(agg, result(2, LOW, camera="cam-new"))
+        assert agg.state("cam-old") is None and risk_label("cam-old") is None
+        assert agg.state("cam-new") is not None and risk_label("cam-new") is not None
+
+        # a forgotten camera's next result continues from the state stored in the cache (its version)
+        await feed(agg, result(3, HIGH, camera="cam-old", group="g2"))
+        state = agg.state("cam-old")
+        assert state is not None and state.version == 2 and [g.group_id for g in state.groups] == ["g2"]
+    finally:
+        await agg.stop()
+
+
+async def test_the_index_drops_cameras_whose_state_expired(cache: FlakyCache) -> None:
+    clock = Clock()
+    agg = Aggregator(
+        AggregatorSettings.model_validate(
+            {"redis": {"state_ttl_s": 60}, "aggregator": {"cache_retry_s": 0.01, "cache_retry_max_s": 0.05}}
+        ),
+        cache,
+        clock=clock,
+    )
+    await agg.start()
+    try:
+        await cache.index_touch(keys.cameras_index(), "other-instance-cam", T0 - 3600)
+        await feed(agg, result(1, HIGH))
+        assert await cache.index_members(keys.cameras_index(), since=0) == ["cam-1"]
+    finally:
+        await agg.stop()

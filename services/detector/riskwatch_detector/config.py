@@ -61,6 +61,9 @@ class BatchingConfig(FrozenModel):
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     # Frames one DetectStream may have in flight before the server stops reading from it.
     max_in_flight_per_stream: int = Field(default=64, ge=1, le=10_000)
+    # Bytes of frames (encoded and decoded) being decoded or waiting for a batch, all streams together; a frame
+    # beyond it is refused at once with RESOURCE_EXHAUSTED instead of queued, so memory stays bounded.
+    max_waiting_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
 
 
 class TrackingConfig(FrozenModel):

@@ -13,8 +13,9 @@ import numpy as np
 from riskwatch import events
 from riskwatch.bus import EventBus
 from riskwatch.domain import check_camera_id
-from riskwatch.errors import FrameDropped, InvalidFrame, InvalidRequest, Unavailable
+from riskwatch.errors import FrameDropped, InvalidFrame, InvalidRequest, LimitReached, Unavailable
 from riskwatch.imaging import Image, crop_region, decode_image, encode_jpeg
+from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector import metrics
 from riskwatch_detector.backends import Backend, RawDetections, create_backend
@@ -88,6 +89,8 @@ class Detector:
             self._infer, self._analyse, config.batching, on_drop=self._dropped, on_batch=self._batched
         )
         self._in_flight = 0
+        # Bytes held by frames between arrival and their batch's result (max_waiting_bytes).
+        self._waiting_bytes = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = False
@@ -127,8 +130,8 @@ class Detector:
         """The frame's DetectionEvent, published (acknowledged by the bus) before it is returned.
 
         Raises InvalidFrame for an empty, corrupt or oversized image (or no camera id), InvalidRequest for an
-        invalid camera id, FrameDropped when a newer frame of the same camera overtook this one, Unavailable while
-        the detector is not running.
+        invalid camera id, FrameDropped when a newer frame of the same camera overtook this one, LimitReached when
+        frames of max_waiting_bytes already wait, Unavailable while the detector is not running.
         """
         if not self._running:
             raise Unavailable("detector is not running (starting or shutting down)")
@@ -145,24 +148,29 @@ class Detector:
             except InvalidRequest:
                 metrics.FRAMES.labels("", "invalid").inc()  # not its id as a label: it could be anything
                 raise
+            held = self._hold(camera_id, len(frame.image))
             try:
-                image = await asyncio.to_thread(
-                    decode_image,
-                    frame.image,
-                    max_bytes=self._config.max_image_bytes,
-                    max_pixels=self._config.max_image_pixels,
-                )
-            except InvalidFrame:
-                metrics.FRAMES.labels(camera_id, "invalid").inc()
-                raise
-            capture = events.seconds(frame.capture_time) if frame.HasField("capture_time") else None
-            job = FrameJob(camera_id, frame.frame_id, capture, image)
-            del image  # only the job holds the pixels, so they go as soon as the batcher lets go of the job
-            try:
-                event = await self._batcher.submit(camera_id, frame.frame_id, job)
-            except FrameDropped:
-                del job  # the exception's traceback keeps this frame's locals alive for as long as it lives
-                raise
+                try:
+                    image = await asyncio.to_thread(
+                        decode_image,
+                        frame.image,
+                        max_bytes=self._config.max_image_bytes,
+                        max_pixels=self._config.max_image_pixels,
+                    )
+                except InvalidFrame:
+                    metrics.FRAMES.labels(camera_id, "invalid").inc()
+                    raise
+                held += self._hold(camera_id, int(image.nbytes))
+                capture = events.seconds(frame.capture_time) if frame.HasField("capture_time") else None
+                job = FrameJob(camera_id, frame.frame_id, capture, image)
+                del image  # only the job holds the pixels, so they go as soon as the batcher lets go of the job
+                try:
+                    event = await self._batcher.submit(camera_id, frame.frame_id, job)
+                except FrameDropped:
+                    del job  # the exception's traceback keeps this frame's locals alive for as long as it lives
+                    raise
+            finally:
+                self._waiting_bytes -= held
             if capture is None:
                 event.capture_time.CopyFrom(events.timestamp(self._clock()))
             else:
@@ -180,6 +188,18 @@ class Detector:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    def _hold(self, camera_id: str, size: int) -> int:
+        """Count `size` bytes as waiting, or refuse the frame (LimitReached) if that would pass max_waiting_bytes."""
+        limit = self._config.batching.max_waiting_bytes
+        if self._waiting_bytes + size > limit:
+            metrics.FRAMES.labels(camera_id, "dropped").inc()
+            raise LimitReached(
+                f"frame of camera {camera_id!r} refused: {self._waiting_bytes} bytes of frames already wait "
+                f"(max_waiting_bytes {limit})"
+            )
+        self._waiting_bytes += size
+        return size
 
     # --- on the inference thread -----------------------------------------------------------------
 
@@ -250,6 +270,7 @@ class Detector:
             for stale in [c for c, s in self._cameras.items() if now - s.last_seen > idle]:
                 log.info("forgetting tracks and groups of camera %s (idle for over %.0fs)", stale, idle)
                 del self._cameras[stale]
+                forget_camera(stale, metrics.DETECTIONS, metrics.FRAMES, metrics.FRAMES_DROPPED, metrics.GROUPS)
             state = _CameraState(
                 CameraTracker(self._config.tracking), GroupIdentity(self._config.grouping, self._group_id_prefix)
             )

@@ -176,3 +176,15 @@ async def test_grpcurl_gets_invalid_argument_for_an_empty_image(served: Running)
     )
     assert result.returncode != 0
     assert "InvalidArgument" in result.stderr and "image is empty" in result.stderr
+
+
+async def test_detect_stream_neither_logs_nor_echoes_an_invalid_camera_id(
+    served: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = "c\n" + "x" * 100_000
+    frame = request(huge, 1, b"garbage").frame
+    with caplog.at_level("INFO"):
+        responses = [r async for r in served.stub.DetectStream(iter([detector_pb2.DetectStreamRequest(frame=frame)]))]
+    assert responses[0].error.camera_id == "" and "invalid camera id" in responses[0].error.message
+    assert len(responses[0].error.message) < 1000
+    assert all(len(record.getMessage()) < 1000 for record in caplog.records)

@@ -9,6 +9,7 @@ import tracemalloc
 from collections.abc import Sequence
 
 import cv2
+import grpc
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
@@ -16,7 +17,7 @@ from prometheus_client import REGISTRY
 from riskwatch import events
 from riskwatch.bus import InMemoryBus
 from riskwatch.bus.base import Headers
-from riskwatch.errors import InvalidFrame, InvalidRequest, Unavailable
+from riskwatch.errors import InvalidFrame, InvalidRequest, LimitReached, Unavailable, grpc_status
 from riskwatch.imaging import Image, encode_jpeg
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_detector.backends import Backend, RawDetections
@@ -213,3 +214,45 @@ async def test_dropped_frames_release_their_pixels_at_once() -> None:
     dropped = sum(isinstance(o.exception(), Exception) for o in outcomes)
     assert dropped > 40  # the backend could not keep up, so most frames were dropped
     assert still_allocated < 5 * image.nbytes, f"{still_allocated / image.nbytes:.0f} frames' worth still allocated"
+
+
+async def test_frames_beyond_the_waiting_byte_bound_are_refused_not_queued() -> None:
+    config = DetectorConfig.model_validate({"batching": {"max_waiting_bytes": 2 * 1024 * 1024}})
+    detector = Detector(config, _SlowBackend({}), InMemoryBus(), TOPIC)
+    await detector.start()
+    image = np.zeros((512, 512, 3), np.uint8)  # 768 KiB decoded: two fit in the bound, not three
+    png = cv2.imencode(".png", image)[1].tobytes()
+    try:
+        outcomes = await asyncio.gather(
+            *(detector.detect(detector_pb2.Frame(camera_id=f"cam-{i}", frame_id=1, image=png)) for i in range(8)),
+            return_exceptions=True,
+        )
+        refused = [o for o in outcomes if isinstance(o, LimitReached)]
+        assert 4 <= len(refused) <= 7 and "max_waiting_bytes" in str(refused[0])
+        assert sum(isinstance(o, events_pb2.DetectionEvent) for o in outcomes) == len(outcomes) - len(refused)
+        assert grpc_status(refused[0]) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # the bound is released with the frames: the next one goes through
+        event = await detector.detect(detector_pb2.Frame(camera_id="cam-0", frame_id=2, image=png))
+        assert event.frame_id == 2
+    finally:
+        await detector.stop()
+
+
+async def test_an_idle_camera_loses_its_metric_labels(make_config: DetectorConfig) -> None:
+    config = make_config.model_copy(
+        update={"tracking": make_config.tracking.model_copy(update={"camera_idle_s": 0.05})}
+    )
+    detector = await running(config, ScriptedBackend(SCENES))
+    try:
+        await detector.detect(frame("idle-cam", 1, scene_png(1)))
+        assert REGISTRY.get_sample_value("detection_total", {"camera_id": "idle-cam"}) is not None
+        await asyncio.sleep(0.1)
+        await detector.detect(frame("busy-cam", 1, scene_png(1)))
+        assert REGISTRY.get_sample_value("detection_total", {"camera_id": "idle-cam"}) is None
+        assert (
+            REGISTRY.get_sample_value("detector_frames_total", {"camera_id": "idle-cam", "outcome": "processed"})
+            is None
+        )
+        assert REGISTRY.get_sample_value("detection_total", {"camera_id": "busy-cam"}) is not None
+    finally:
+        await detector.stop()

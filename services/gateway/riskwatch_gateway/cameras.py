@@ -20,11 +20,13 @@ from riskwatch.errors import (
     CameraExists,
     InvalidFrame,
     InvalidRequest,
+    LimitReached,
     NotPushCamera,
     RiskwatchError,
     UnknownCamera,
 )
 from riskwatch.events import event_id, timestamp
+from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
 from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind, SourceRefused
@@ -74,11 +76,8 @@ class SourceUnavailable(RiskwatchError):
         self.reason = reason
 
 
-class TooManyCameras(RiskwatchError):
+class TooManyCameras(LimitReached):
     """The gateway already runs `sources.max_cameras` cameras."""
-
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class LatestFrame:
@@ -353,6 +352,8 @@ class CameraRegistry:
         self._hub = hub
         self._cameras: dict[str, Camera] = {}
         self._probing = 0  # cameras being probed, counted against max_cameras
+        # Push cameras registered by their first frame (auto_register_push_cameras), limited in number.
+        self._auto_registered: set[str] = set()
 
     def __contains__(self, camera_id: object) -> bool:
         return camera_id in self._cameras
@@ -417,6 +418,7 @@ class CameraRegistry:
         camera = self.get(camera_id)
         del self._cameras[camera_id]
         await camera.stop()
+        forget_camera(camera_id, *metrics.PER_CAMERA, label="camera")
         log.info("camera %s removed", camera_id, extra={"camera_id": camera_id})
         info = camera.info()
         info.status = gateway_pb2.CAMERA_STATUS_OFFLINE
@@ -431,7 +433,15 @@ class CameraRegistry:
             return camera
         if not self._settings.auto_register_push_cameras:
             raise UnknownCamera(f"unknown camera {camera_id!r}; add it with source 'push' first")
-        return self.add(parse_camera({"id": camera_id, "source": PUSH_SOURCE}))
+        self._auto_registered &= set(self._cameras)  # those removed since no longer count
+        if len(self._auto_registered) >= self._settings.max_auto_registered_cameras:
+            raise LimitReached(
+                f"unknown camera {camera_id!r}: {len(self._auto_registered)} push cameras were registered by their "
+                "frames already (max_auto_registered_cameras); add it with source 'push'"
+            )
+        camera = self.add(parse_camera({"id": camera_id, "source": PUSH_SOURCE}))
+        self._auto_registered.add(camera_id)
+        return camera
 
     async def stop_all(self) -> None:
         cameras, self._cameras = list(self._cameras.values()), {}

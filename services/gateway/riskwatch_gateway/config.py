@@ -202,13 +202,21 @@ class GatewayConfig(FrozenModel):
     client_queue_size: int = Field(default=64, ge=2, le=100_000)
     # Risk changes and alerts are never dropped; a client this far behind on them is disconnected instead.
     client_max_backlog: int = Field(default=1000, ge=10)
+    # ... or this many bytes of queued messages behind (whatever they are): memory per client stays bounded.
+    client_max_backlog_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # Open WebSocket clients; one more is closed with 1013 (try again later).
+    max_clients: int = Field(default=100, ge=1)
+    # Open gRPC streams of each kind (WatchCamera, PushFrames); one more gets RESOURCE_EXHAUSTED.
+    max_grpc_streams: int = Field(default=100, ge=1)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     # How often each camera's status (with measured FPS) is pushed even when it did not change.
     status_interval_s: float = Field(default=5.0, gt=0)
     # A push camera with no frame for this long is offline.
     push_idle_timeout_s: float = Field(default=10.0, gt=0)
-    # Frames pushed over gRPC for an unknown camera register it as a push camera.
-    auto_register_push_cameras: bool = True
+    # Frames pushed over gRPC for an unknown camera register it as a push camera (off: add it first).
+    auto_register_push_cameras: bool = False
+    # Push cameras registered that way, at most (the cameras added explicitly do not count).
+    max_auto_registered_cameras: int = Field(default=16, ge=0)
     # Longest side of the frame JPEG sent to dashboards (clients that subscribe with frames=true).
     preview_max_side: int = Field(default=640, ge=64, le=4096)
     preview_jpeg_quality: int = Field(default=70, ge=10, le=100)

@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from riskwatch.errors import LimitReached
 from riskwatch.v1 import events_pb2, gateway_pb2
 from riskwatch_gateway import messages
 
@@ -110,45 +111,78 @@ class ClientTooSlow(Exception):
     """The client fell too far behind on updates that are never dropped; it is disconnected."""
 
 
+class TooManyClients(LimitReached):
+    """The limit on open clients of one kind is reached; the new one is refused."""
+
+
 class ClientQueue:
-    """Bounded queue for one client under DropPolicy.DROP_OLDEST_DETECTIONS. `offer` never blocks."""
+    """Bounded queue for one client under DropPolicy.DROP_OLDEST_DETECTIONS. `offer` never blocks.
+
+    Bounded twice: in messages (`capacity` before detections are dropped, `max_backlog` in all) and in bytes
+    of their JSON (`max_bytes`), so neither many small nor a few large messages grow one client's memory.
+    """
 
     policy = DropPolicy.DROP_OLDEST_DETECTIONS
 
-    def __init__(self, capacity: int, max_backlog: int, dropped: Counter) -> None:
-        self._items: deque[Update] = deque()
+    def __init__(self, capacity: int, max_backlog: int, dropped: Counter, max_bytes: int | None = None) -> None:
+        self._items: deque[tuple[Update, int]] = deque()
         self._capacity = capacity
         self._max_backlog = max(max_backlog, capacity)
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._dropped = dropped
         self._ready = asyncio.Event()
         self.overflowed = False
+        # Whether this client gets frame images (so what its messages weigh).
+        self.with_frames = False
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def _size(self, update: Update) -> int:
+        return len(update.to_json(with_frame=self.with_frames)) if self._max_bytes is not None else 0
+
+    def _drop_oldest_detection(self) -> bool:
+        for index, (queued, size) in enumerate(self._items):
+            if queued.delivery is Delivery.DROPPABLE:
+                del self._items[index]
+                self._bytes -= size
+                self._dropped.labels("queue_full").inc()
+                return True
+        return False
 
     def offer(self, update: Update) -> None:
         if self.overflowed:
             return
         delivery = update.delivery
+        size = self._size(update)
         if delivery is Delivery.LATEST:
             key = update.coalesce_key
-            for index, queued in enumerate(self._items):
+            for index, (queued, queued_size) in enumerate(self._items):
                 if queued.kind is update.kind and queued.coalesce_key == key:
-                    self._items[index] = update
+                    self._items[index] = (update, size)
+                    self._bytes += size - queued_size
                     self._dropped.labels("superseded").inc()
                     return
-        if len(self._items) >= self._capacity:
-            oldest = next((u for u in self._items if u.delivery is Delivery.DROPPABLE), None)
-            if oldest is not None:
-                self._items.remove(oldest)
-                self._dropped.labels("queue_full").inc()
-            elif delivery is not Delivery.ALWAYS:
+        if len(self._items) >= self._capacity and not self._drop_oldest_detection() and delivery is not Delivery.ALWAYS:
+            self._dropped.labels("queue_full").inc()
+            return
+        if self._max_bytes is not None:
+            while self._bytes + size > self._max_bytes and self._drop_oldest_detection():
+                pass
+            if self._bytes + size > self._max_bytes and delivery is Delivery.DROPPABLE:
                 self._dropped.labels("queue_full").inc()
                 return
-        self._items.append(update)
-        if len(self._items) > self._max_backlog:
+        self._items.append((update, size))
+        self._bytes += size
+        if len(self._items) > self._max_backlog or (self._max_bytes is not None and self._bytes > self._max_bytes):
             self._dropped.labels("client_too_slow").inc(len(self._items))
             self._items.clear()
+            self._bytes = 0
             self.overflowed = True
         self._ready.set()
 
@@ -161,14 +195,20 @@ class ClientQueue:
             await self._ready.wait()
         if self.overflowed:
             raise ClientTooSlow
-        return self._items.popleft()
+        update, size = self._items.popleft()
+        self._bytes -= size
+        return update
 
 
 class Subscriber:
     """One client's interest (which cameras, whether detections and frames) and its queue."""
 
-    def __init__(self, queue: ClientQueue, *, detections: bool = True, frames: bool = False) -> None:
+    def __init__(
+        self, queue: ClientQueue, *, detections: bool = True, frames: bool = False, kind: str = "websocket"
+    ) -> None:
         self.queue = queue
+        # What sort of client this is (a limit on open clients applies per kind).
+        self.kind = kind
         # None = every camera, including cameras added later.
         self.cameras: set[str] | None = set()
         self.detections = detections
@@ -176,6 +216,14 @@ class Subscriber:
         # Health snapshots and heartbeats go to clients that want them whatever their cameras.
         self.broadcasts = True
         self._risk_versions: dict[str, int] = {}
+
+    @property
+    def frames(self) -> bool:
+        return self.queue.with_frames
+
+    @frames.setter
+    def frames(self, value: bool) -> None:
+        self.queue.with_frames = value
 
     def watches(self, camera_id: str) -> bool:
         return self.cameras is None or camera_id in self.cameras
@@ -227,7 +275,13 @@ class Hub:
     def subscribers(self) -> Iterable[Subscriber]:
         return tuple(self._subscribers)
 
-    def add(self, subscriber: Subscriber) -> None:
+    def count(self, kind: str) -> int:
+        return sum(1 for sub in self._subscribers if sub.kind == kind)
+
+    def add(self, subscriber: Subscriber, limit: int | None = None) -> None:
+        """Start delivering to `subscriber`; TooManyClients when `limit` clients of its kind are already here."""
+        if limit is not None and self.count(subscriber.kind) >= limit:
+            raise TooManyClients(f"too many {subscriber.kind} clients (at most {limit})")
         self._subscribers.add(subscriber)
         self.refresh()
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import grpc
 
-from riskwatch.errors import InvalidFrame, RiskwatchError
+from riskwatch.domain.cameras import is_valid_camera_id
+from riskwatch.errors import InvalidFrame, InvalidRequest, LimitReached, RiskwatchError
 from riskwatch.v1 import detector_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway import metrics
 from riskwatch_gateway.cameras import CameraRegistry, parse_camera
 from riskwatch_gateway.config import GatewayConfig
-from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, UpdateKind
+from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, TooManyClients, UpdateKind
 from riskwatch_gateway.riskfeed import RiskFeed
 
 log = logging.getLogger(__name__)
@@ -24,29 +26,44 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._cameras = cameras
         self._feed = feed
         self._hub = hub
+        self._open_streams: dict[str, int] = {}
+
+    @contextmanager
+    def _stream_slot(self, method: str) -> Iterator[None]:
+        """One of `max_grpc_streams` open streams of `method`; RESOURCE_EXHAUSTED (via the error table) beyond."""
+        if self._open_streams.get(method, 0) >= self._settings.max_grpc_streams:
+            raise LimitReached(f"too many open {method} streams (at most {self._settings.max_grpc_streams})")
+        self._open_streams[method] = self._open_streams.get(method, 0) + 1
+        try:
+            yield
+        finally:
+            self._open_streams[method] -= 1
 
     async def PushFrames(
         self, request_iterator: AsyncIterator[gateway_pb2.PushFramesRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.PushFramesResponse]:
-        async for request in request_iterator:
-            frame = request.frame
-            try:
-                event = await self._cameras.push_target(frame.camera_id).push(frame)
-            except RiskwatchError as exc:
-                # One bad frame (or a detector hiccup) answers with an error; the stream stays open.
-                if not isinstance(exc, InvalidFrame):
-                    log.warning(
-                        "push camera %s frame %d: %s",
-                        frame.camera_id,
-                        frame.frame_id,
-                        exc,
-                        extra={"camera_id": frame.camera_id},
+        with self._stream_slot("PushFrames"):
+            async for request in request_iterator:
+                frame = request.frame
+                # A client's id goes into logs and answers only once it is known to be a valid camera id.
+                camera_id = frame.camera_id if is_valid_camera_id(frame.camera_id) else ""
+                try:
+                    event = await self._cameras.push_target(frame.camera_id).push(frame)
+                except RiskwatchError as exc:
+                    # One bad frame (or a detector hiccup) answers with an error; the stream stays open.
+                    if not isinstance(exc, InvalidFrame | InvalidRequest):
+                        log.warning(
+                            "push camera %s frame %d: %s",
+                            camera_id,
+                            frame.frame_id,
+                            exc,
+                            extra={"camera_id": camera_id},
+                        )
+                    yield gateway_pb2.PushFramesResponse(
+                        error=detector_pb2.FrameError(camera_id=camera_id, frame_id=frame.frame_id, message=str(exc))
                     )
-                yield gateway_pb2.PushFramesResponse(
-                    error=detector_pb2.FrameError(camera_id=frame.camera_id, frame_id=frame.frame_id, message=str(exc))
-                )
-                continue
-            yield gateway_pb2.PushFramesResponse(event=event)
+                    continue
+                yield gateway_pb2.PushFramesResponse(event=event)
 
     async def WatchCamera(
         self, request: gateway_pb2.WatchCameraRequest, context: grpc.aio.ServicerContext
@@ -55,14 +72,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._cameras.get(camera_id)
         subscriber = Subscriber(
             ClientQueue(
-                self._settings.client_queue_size, self._settings.client_max_backlog, metrics.GRPC_WATCH_DROPPED
+                self._settings.client_queue_size,
+                self._settings.client_max_backlog,
+                metrics.GRPC_WATCH_DROPPED,
+                self._settings.client_max_backlog_bytes,
             ),
             detections=request.include_detections,
+            kind="WatchCamera",
         )
         subscriber.cameras = {camera_id}
         subscriber.broadcasts = False
-        # Subscribe before reading the current state, so no change between the two is lost.
-        self._hub.add(subscriber)
+        try:
+            # Subscribe before reading the current state, so no change between the two is lost.
+            self._hub.add(subscriber, limit=self._settings.max_grpc_streams)
+        except TooManyClients as exc:
+            raise LimitReached(str(exc)) from exc
         metrics.GRPC_WATCHERS.inc()
         try:
             state = await self._feed.current_state(camera_id)

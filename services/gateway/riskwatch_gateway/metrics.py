@@ -33,3 +33,5 @@ DETECT_LATENCY = Histogram(
 CAMERA_FPS = Gauge("riskwatch_camera_fps", "Measured frames per second sent to the detector", ["camera"])
 CAMERA_ONLINE = Gauge("riskwatch_camera_online", "1 when the camera delivers frames", ["camera"])
 SOURCE_RECONNECTS = Counter("riskwatch_camera_reconnects_total", "Source reconnect attempts", ["camera"])
+# What a removed camera's labels are removed from.
+PER_CAMERA = (FRAMES, CAMERA_FPS, CAMERA_ONLINE, SOURCE_RECONNECTS)

@@ -5,7 +5,6 @@ subscribers. The aggregator deduplicates alerts; this only forwards them."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable
 
@@ -55,12 +54,8 @@ class RiskFeed:
     # ---- risk state ------------------------------------------------------------------------------
     async def _resync(self) -> None:
         camera_ids = set(self._known_cameras())
-        try:
-            index = await self._cache.get(keys.cameras_index())
-            if index:
-                camera_ids.update(str(c) for c in json.loads(index))
-        except (ValueError, TypeError) as exc:
-            log.warning("cache key %s is not a JSON list of camera ids: %s", keys.cameras_index(), exc)
+        # The aggregator prunes the index of cameras whose state expired, so this stays as small as what is live.
+        camera_ids.update(await self._cache.index_members(keys.cameras_index(), since=0))
         for camera_id in sorted(camera_ids):
             state = await self._read_state(camera_id)
             if state is not None:

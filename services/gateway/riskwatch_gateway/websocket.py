@@ -12,19 +12,34 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from riskwatch.domain.cameras import is_valid_camera_id
 from riskwatch.errors import RiskwatchError
 from riskwatch_gateway import metrics
 from riskwatch_gateway.access import WS_COMMAND_ROLES, require
 from riskwatch_gateway.cameras import CameraRegistry, camera_fields, parse_camera
 from riskwatch_gateway.config import GatewayConfig, Role
-from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, Update, UpdateKind, reply
+from riskwatch_gateway.fanout import (
+    ClientQueue,
+    ClientTooSlow,
+    Hub,
+    Subscriber,
+    TooManyClients,
+    Update,
+    UpdateKind,
+    reply,
+)
 from riskwatch_gateway.healthfeed import HealthFeed
 from riskwatch_gateway.riskfeed import RiskFeed
 
 log = logging.getLogger(__name__)
 CLIENT_MESSAGE_TYPES = ("subscribe", "unsubscribe", "add_camera", "remove_camera", "list_cameras", "ping")
-# WebSocket close codes
+# WebSocket close codes (PROTOCOL.md, "Limits and close codes")
 TRY_AGAIN_LATER = 1013
+# What a request_id may be, so that echoing it costs nothing: a short string or a JSON-safe integer/number.
+MAX_REQUEST_ID_CHARS = 64
+MAX_REQUEST_ID_NUMBER = 2**53
+# Unknown camera ids named back in an error, at most (only valid ids; never a client's raw string).
+MAX_ECHOED_CAMERAS = 10
 
 
 class ProtocolError(Exception):
@@ -53,7 +68,12 @@ class WebSocketSession:
         self._health = health
         self._hub = hub
         self.subscriber = Subscriber(
-            ClientQueue(settings.client_queue_size, settings.client_max_backlog, metrics.WS_DROPPED)
+            ClientQueue(
+                settings.client_queue_size,
+                settings.client_max_backlog,
+                metrics.WS_DROPPED,
+                settings.client_max_backlog_bytes,
+            )
         )
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "subscribe": self._subscribe,
@@ -65,7 +85,12 @@ class WebSocketSession:
         }
 
     async def run(self) -> None:
-        self._hub.add(self.subscriber)
+        try:
+            self._hub.add(self.subscriber, limit=self._settings.max_clients)
+        except TooManyClients as exc:
+            log.warning("WebSocket client %s refused: %s", self._ws.client, exc)
+            await self.close(TRY_AGAIN_LATER, "too many clients; try again later")
+            return
         tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -80,7 +105,7 @@ class WebSocketSession:
             await self._ws.close(code=code, reason=reason)
 
     def _send(self, payload: dict[str, Any], body: dict[str, Any] | None = None) -> None:
-        """Queue a reply; `request_id` from the client's message is echoed when it sent one."""
+        """Queue a reply; `request_id` from the client's message is echoed when it sent one (already checked)."""
         if body is not None and body.get("request_id") is not None:
             payload = {**payload, "request_id": body["request_id"]}
         self.subscriber.queue.offer(reply(payload))
@@ -112,12 +137,13 @@ class WebSocketSession:
                     raise ProtocolError(f"malformed message: not valid JSON ({exc})") from exc
                 if not isinstance(body, dict):
                     raise ProtocolError('malformed message: expected a JSON object with a "type"')
-                request_id = body.get("request_id")
+                request_id = _check_request_id(body.get("request_id"))
                 kind = body.get("type")
                 handler = self._handlers.get(kind) if isinstance(kind, str) else None
                 if handler is None:
+                    shown = repr(kind) if isinstance(kind, str) and len(kind) <= 32 else "(not shown)"
                     raise ProtocolError(
-                        f"unknown message type {kind!r}; expected one of: {', '.join(CLIENT_MESSAGE_TYPES)}"
+                        f"unknown message type {shown}; expected one of: {', '.join(CLIENT_MESSAGE_TYPES)}"
                     )
                 require(self._role, WS_COMMAND_ROLES.get(str(kind), Role.VIEWER))
                 await handler(body)
@@ -163,12 +189,11 @@ class WebSocketSession:
             sub.detections = detections
         self._hub.refresh()
         if unknown:
-            self._send(
-                {
-                    **_error_message(f"unknown camera(s): {', '.join(unknown)}", body.get("request_id")),
-                    "cameras": unknown,
-                }
-            )
+            # Named back only when valid ids, and only the first few: the client's strings are not echoed raw.
+            shown = [c for c in unknown if is_valid_camera_id(c)][:MAX_ECHOED_CAMERAS]
+            more = len(unknown) - len(shown)
+            text = ", ".join(shown) + (f" and {more} more" if shown and more else f"{more} not shown" if more else "")
+            self._send({**_error_message(f"unknown camera(s): {text}", body.get("request_id")), "cameras": shown})
         self._send({"type": "subscribed", "cameras": "*" if sub.cameras is None else sorted(sub.cameras)}, body)
         # The current state of each newly subscribed camera first, then its changes.
         for camera_id in added:
@@ -222,6 +247,20 @@ class WebSocketSession:
 
     async def _ping(self, body: dict[str, Any]) -> None:
         self._send({"type": "pong"}, body)
+
+
+def _check_request_id(request_id: Any) -> str | int | float | None:
+    """The client's request_id if it is cheap to echo; ProtocolError (not echoed) otherwise."""
+    if request_id is None:
+        return None
+    if isinstance(request_id, str) and len(request_id) <= MAX_REQUEST_ID_CHARS:
+        return request_id
+    number: int | float | None = request_id if isinstance(request_id, int | float) else None
+    if number is not None and not isinstance(number, bool) and abs(number) <= MAX_REQUEST_ID_NUMBER:
+        return number
+    raise ProtocolError(
+        f'"request_id" must be a string of at most {MAX_REQUEST_ID_CHARS} characters or a number up to 2^53'
+    )
 
 
 def _error_message(message: str, request_id: Any = None) -> dict[str, Any]:

@@ -6,7 +6,16 @@ import pytest
 from prometheus_client import Counter
 
 from riskwatch.v1 import events_pb2, gateway_pb2
-from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, Update, UpdateKind
+from riskwatch_gateway.fanout import (
+    ClientQueue,
+    ClientTooSlow,
+    Hub,
+    Subscriber,
+    TooManyClients,
+    Update,
+    UpdateKind,
+    reply,
+)
 
 DROPPED = Counter("test_fanout_dropped_total", "drops in these tests", ["reason"])
 
@@ -34,7 +43,7 @@ def status(camera: str, fps: float) -> Update:
 def drained(queue: ClientQueue) -> list[Update]:
     out = []
     while len(queue):
-        out.append(queue._items.popleft())
+        out.append(queue._items.popleft()[0])  # (update, its size in bytes)
     return out
 
 
@@ -118,3 +127,41 @@ def test_frames_are_made_only_for_cameras_someone_watches_with_frames() -> None:
     assert not hub.wants_frames("b")
     hub.discard(sub)
     assert not hub.wants_frames("a")
+
+
+def big_reply(size: int) -> Update:
+    return reply({"type": "pong", "padding": "x" * size})
+
+
+async def test_backlog_in_bytes_drops_detections_first_then_disconnects() -> None:
+    queue = ClientQueue(capacity=1000, max_backlog=1000, dropped=DROPPED, max_bytes=10_000)
+    for frame_id in range(50):
+        queue.offer(detections("a", frame_id))
+    assert queue.queued_bytes <= 10_000 and not queue.overflowed
+    queue.offer(big_reply(6_000))  # detections make room for what is never dropped
+    assert not queue.overflowed and queue.queued_bytes <= 10_000
+    assert [u.kind for u in drained(queue)][-1] is UpdateKind.REPLY
+    queue.offer(big_reply(6_000))
+    queue.offer(big_reply(6_000))  # two replies are over the bound: the client is too slow
+    assert queue.overflowed and queue.queued_bytes == 0
+    with pytest.raises(ClientTooSlow):
+        await queue.get()
+
+
+async def test_bytes_are_counted_as_the_client_gets_them() -> None:
+    queue = ClientQueue(capacity=10, max_backlog=100, dropped=DROPPED, max_bytes=100_000)
+    queue.offer(big_reply(1_000))
+    assert queue.queued_bytes > 1_000
+    await queue.get()
+    assert queue.queued_bytes == 0
+
+
+def test_hub_limits_clients_per_kind() -> None:
+    hub = Hub()
+    first = Subscriber(ClientQueue(10, 100, DROPPED))
+    hub.add(first, limit=1)
+    with pytest.raises(TooManyClients):
+        hub.add(Subscriber(ClientQueue(10, 100, DROPPED)), limit=1)
+    hub.add(Subscriber(ClientQueue(10, 100, DROPPED), kind="WatchCamera"), limit=1)  # another kind
+    hub.discard(first)
+    hub.add(Subscriber(ClientQueue(10, 100, DROPPED)), limit=1)

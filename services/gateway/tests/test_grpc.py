@@ -65,7 +65,7 @@ async def test_push_frames_registers_unknown_cameras_and_refuses_source_cameras(
     start_gateway: object, video: Path
 ) -> None:
     gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
-        make_settings([CameraConfig(id="cam-file", source=str(video), loop=True)])
+        make_settings([CameraConfig(id="cam-file", source=str(video), loop=True)], auto_register_push_cameras=True)
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
@@ -78,7 +78,55 @@ async def test_push_frames_registers_unknown_cameras_and_refuses_source_cameras(
     assert responses[0].event.camera_id == "new-cam"
     assert "takes no pushes" in responses[1].error.message
     assert "invalid camera" in responses[2].error.message
+    assert responses[2].error.camera_id == ""  # an invalid id is not echoed
     assert "new-cam" in gateway.cameras.ids()
+
+
+async def test_push_frames_to_an_unknown_camera_is_refused_by_default(
+    stub: gateway_pb2_grpc.GatewayServiceStub, gateway: GatewayApp, detector: FakeDetector
+) -> None:
+    responses = [r async for r in stub.PushFrames(iter([frame_request("new-cam", 1)]))]
+    assert "unknown camera 'new-cam'" in responses[0].error.message
+    assert "new-cam" not in gateway.cameras and not detector.frames
+
+
+async def test_auto_registered_push_cameras_are_limited(start_gateway: Any) -> None:
+    gateway: GatewayApp = await start_gateway(
+        make_settings(auto_register_push_cameras=True, max_auto_registered_cameras=2)
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        requests = [frame_request(f"cam-{i}", 1) for i in range(3)]
+        responses = [r async for r in stub.PushFrames(iter(requests))]
+        assert [r.WhichOneof("result") for r in responses] == ["event", "event", "error"]
+        assert "max_auto_registered_cameras" in responses[2].error.message
+        await stub.RemoveCamera(gateway_pb2.RemoveCameraRequest(camera_id="cam-0"))
+        again = [r async for r in stub.PushFrames(iter([frame_request("cam-2", 2)]))]
+        assert again[0].event.camera_id == "cam-2"  # a removed one no longer counts
+
+
+async def test_open_streams_are_limited_per_method(start_gateway: Any) -> None:
+    gateway: GatewayApp = await start_gateway(
+        make_settings([CameraConfig(id="cam-01", source="push")], max_grpc_streams=2)
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        watches = [stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="cam-01")) for _ in range(2)]
+        for watch in watches:
+            await watch.read()  # the current state: the stream is open
+        third = stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="cam-01"))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await third.read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # PushFrames has its own limit: still open while two watches are
+        responses = [r async for r in stub.PushFrames(iter([frame_request("cam-01", 1)]))]
+        assert responses[0].event.camera_id == "cam-01"
+        watches[0].cancel()
+        await asyncio.sleep(0.2)
+        fourth = stub.WatchCamera(gateway_pb2.WatchCameraRequest(camera_id="cam-01"))
+        assert (await fourth.read()).HasField("risk_state")
+        for call in (watches[1], fourth):
+            call.cancel()
 
 
 async def test_watch_camera_sends_current_state_first_then_changes(

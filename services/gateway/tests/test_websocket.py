@@ -293,3 +293,59 @@ async def test_slow_detector_keeps_only_the_newest_frame(
     assert captured >= 12 and busy >= captured - len(detector.frames) - 2
     # What reaches the detector is recent, not a backlog.
     assert time.time() - detector.frames[-1].capture_time.seconds < 2
+
+
+async def test_request_id_is_echoed_only_when_short(gateway: GatewayApp) -> None:
+    async with connect(ws_url(gateway)) as ws:
+        await send(ws, {"type": "ping", "request_id": "r-1"})
+        assert await recv_until(ws, of_type("pong")) == {"type": "pong", "request_id": "r-1"}
+        for bad in ("x" * 65, {"nested": [1, 2]}, [1], 2**60, True):
+            await send(ws, {"type": "ping", "request_id": bad})
+            error = await recv_until(ws, of_type("error"))
+            assert "request_id" in error["message"] and "request_id" not in error
+        await send(ws, {"type": "ping", "request_id": 12})
+        assert await recv_until(ws, of_type("pong")) == {"type": "pong", "request_id": 12}
+
+
+async def test_unknown_cameras_are_named_back_only_when_valid_and_few(gateway: GatewayApp) -> None:
+    async with connect(ws_url(gateway)) as ws:
+        unknown = [f"nope-{i}" for i in range(30)] + ["bad id!", "y" * 500]
+        await send(ws, {"type": "subscribe", "cameras": ["cam-01", *unknown]})
+        error = await recv_until(ws, of_type("error"))
+        assert error["cameras"] == [f"nope-{i}" for i in range(10)]
+        assert "and 22 more" in error["message"] and "bad id!" not in error["message"] and "yyy" not in error["message"]
+        assert (await recv_until(ws, of_type("subscribed")))["cameras"] == ["cam-01"]
+
+
+async def test_a_message_over_1_mib_closes_the_connection_with_1009(gateway: GatewayApp) -> None:
+    async with connect(ws_url(gateway), max_size=None) as ws:
+        await ws.send(json.dumps({"type": "ping", "padding": "x" * (1024 * 1024)}))
+        await ws.wait_closed()
+        assert ws.close_code == 1009
+
+
+async def test_clients_beyond_max_clients_are_closed_with_1013(start_gateway: Any) -> None:
+    gateway: GatewayApp = await start_gateway(make_settings(max_clients=2))
+    async with connect(ws_url(gateway)) as first, connect(ws_url(gateway)) as second:
+        for ws in (first, second):
+            await send(ws, {"type": "ping"})
+            await recv_until(ws, of_type("pong"))
+        async with connect(ws_url(gateway)) as third:
+            await third.wait_closed()
+            assert third.close_code == 1013
+    async with connect(ws_url(gateway)) as again:  # the slots are free again
+        await send(again, {"type": "ping"})
+        await recv_until(again, of_type("pong"))
+
+
+async def test_a_removed_camera_loses_its_metric_labels(gateway: GatewayApp) -> None:
+    labels = {"camera": "cam-gone", "outcome": "detected"}
+    async with connect(ws_url(gateway)) as ws:
+        await send(ws, {"type": "add_camera", "camera": {"id": "cam-gone", "source": "push"}})
+        await recv_until(ws, of_type("camera_added"))
+        await push(gateway, "cam-gone", 1)
+        assert REGISTRY.get_sample_value("riskwatch_gateway_frames_total", labels) == 1
+        await send(ws, {"type": "remove_camera", "camera_id": "cam-gone"})
+        await recv_until(ws, of_type("camera_removed"))
+    assert REGISTRY.get_sample_value("riskwatch_gateway_frames_total", labels) is None
+    assert REGISTRY.get_sample_value("riskwatch_camera_online", {"camera": "cam-gone"}) is None

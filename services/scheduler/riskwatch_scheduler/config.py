@@ -41,6 +41,7 @@ class TaskGeneratorConfig(FrozenModel):
     budget_burst: float = Field(default=10.0, ge=1)
     max_task_age_s: float = Field(default=2.0, gt=0)
     group_idle_s: float = Field(default=60.0, gt=0)
+    camera_idle_s: float | None = Field(default=None, gt=0)
     max_records_in_flight: int = Field(default=2000, ge=1)
     priority: PriorityWeights = PriorityWeights()
     cameras: dict[str, CameraPolicy] = Field(default_factory=dict)

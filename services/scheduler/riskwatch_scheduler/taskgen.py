@@ -45,6 +45,7 @@ from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.domain import GroupFeatures, RiskLevel
 from riskwatch.errors import DecodeError
+from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.metrics import GROUPS_SKIPPED, PENDING_TASKS, TASKS_GENERATED
@@ -102,6 +103,9 @@ class TaskGenerator:
         self._groups: dict[tuple[str, str], GroupMemory] = {}
         self._verdicts: dict[tuple[str, str], VerdictMemory] = {}
         self._swept = clock()
+        # When each camera last sent an event: cameras idle longer than camera_idle_s are forgotten.
+        self._camera_seen: dict[str, float] = {}
+        self._camera_idle_s = config.camera_idle_s or float(settings.redis.state_ttl_s)
         self._ticker: asyncio.Task[None] | None = None
         # Tallies of what the counters received, by (camera, reason): for tests and the benchmark.
         self.generated: Tally[tuple[str, str]] = Tally()
@@ -173,6 +177,7 @@ class TaskGenerator:
         outcomes: list[events_pb2.GroupDecision | PendingTask] = []
         now = self._clock()
         config = self._config
+        self._camera_seen[event.camera_id] = now
         camera = config.camera(event.camera_id)
         min_interval = (
             camera.min_group_interval_s if camera.min_group_interval_s is not None else config.min_group_interval_s
@@ -332,6 +337,13 @@ class TaskGenerator:
             del self._groups[key]
         for key in [k for k, v in self._verdicts.items() if v.last_seen < idle and k not in self._groups]:
             del self._verdicts[key]
+        for camera_id in [c for c, seen in self._camera_seen.items() if now - seen > self._camera_idle_s]:
+            if self._queue.forget(camera_id):
+                del self._camera_seen[camera_id]
+                forget_camera(camera_id, TASKS_GENERATED, GROUPS_SKIPPED)
+                for tally in (self.generated, self.skipped):
+                    for key in [k for k in tally if k[0] == camera_id]:
+                        del tally[key]
 
 
 def _resolve(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from riskwatch import events
 from riskwatch.bus import Record
@@ -470,3 +471,20 @@ async def test_a_redelivered_copy_of_a_waiting_event_shares_its_task_instead_of_
         (decision,) = events_pb2.TaskDecisions.FromString(decisions.value).groups
         assert (decision.decision, decision.reason) == (events_pb2.DECISION_SENT, "membership")
     assert not gen.skipped  # nothing was counted as superseded by itself
+
+
+def test_an_idle_camera_is_forgotten_with_its_metric_labels() -> None:
+    clock = ManualClock(T0)
+    gen = generator(clock, camera_idle_s=30, camera_min_interval_s=5)
+    assert reasons(step(gen, clock, event(1, [group("g1", [1, 2])], camera="cam-idle"))) == ["new"]
+    assert REGISTRY.get_sample_value("riskwatch_tasks_generated_total", {"camera_id": "cam-idle", "reason": "new"})
+    assert gen.generated["cam-idle", "new"] == 1
+    # another camera keeps the generator busy well past the idle time
+    step(gen, clock, event(1, [group("g1", [1, 2])], camera="cam-busy", at=T0 + 60))
+    step(gen, clock, event(2, [group("g1", [1, 2])], camera="cam-busy", at=T0 + 70))
+    labels = {"camera_id": "cam-idle", "reason": "new"}
+    assert REGISTRY.get_sample_value("riskwatch_tasks_generated_total", labels) is None
+    assert ("cam-idle", "new") not in gen.generated
+    assert REGISTRY.get_sample_value("riskwatch_tasks_generated_total", {"camera_id": "cam-busy", "reason": "new"})
+    # back again, it is a fresh camera: its group is new, and not held by its old min interval
+    assert reasons(step(gen, clock, event(3, [group("g1", [1, 2])], camera="cam-idle", at=T0 + 71))) == ["new"]

@@ -93,6 +93,14 @@ class FairShareQueue:
             return CAMERA_INTERVAL
         return BUDGET
 
+    def forget(self, camera_id: str) -> bool:
+        """Forget an idle camera's place in the fair share (not while it has tasks waiting); whether it went."""
+        if camera_id in self._pending:
+            return False
+        self._virtual.pop(camera_id, None)
+        self._camera_next.pop(camera_id, None)
+        return True
+
     def expire(self, oldest_capture: float, now: float) -> list[tuple[PendingTask, str]]:
         """Drop tasks whose frame was captured before `oldest_capture` (the camera went quiet)."""
         gone: list[tuple[PendingTask, str]] = []
