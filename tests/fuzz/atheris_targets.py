@@ -11,6 +11,7 @@ error; anything else is a crash that libFuzzer reports with the input saved as c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -53,12 +54,25 @@ def records(data: bytes) -> None:
             assert "fuzz[0]@0" in str(exc)
 
 
+_VERDICT = json.dumps(
+    {"risk_level": "low", "risk_types": ["crowding"], "description": "d", "confidence": 0.5, "involved_track_ids": [1]}
+)
+
+
 def reply(data: bytes) -> None:
-    text = atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(len(data))
-    try:
+    provider = atheris.FuzzedDataProvider(data)
+    text = provider.ConsumeUnicodeNoSurrogates(len(data))
+    with contextlib.suppress(prompt.InvalidReply):
         prompt.parse_reply(text)
-    except prompt.InvalidReply:
-        return
+    # Lenient about what surrounds a verdict: prose with no `}` before it, any prose after it, a think block
+    # before it never hide it (think tags only where a model puts them).
+    cut = len(text) // 2
+    before = text[:cut].replace("}", "").replace("<", "")
+    after = text.replace("<", "")
+    thought = text[cut:].replace("</", "")
+    for wrapped in (f"{before}{_VERDICT}{after}", f"<think>{thought}</think>{before}{_VERDICT}"):
+        if len(wrapped) <= prompt.MAX_REPLY_CHARS and wrapped.count("{") < prompt.MAX_OBJECT_CANDIDATES:
+            assert prompt.parse_reply(wrapped).risk_types == ("crowding",), wrapped
 
 
 def llmsim(data: bytes) -> None:
@@ -117,8 +131,13 @@ def seeds(name: str) -> list[bytes]:
             events_pb2.AssessmentTask(task_id="t", camera_id="c", group_id="g").SerializeToString(),
         ]
     if name == "reply":
-        return [
+        verdict = (
             b'{"risk_level": "low", "risk_types": [], "description": "d", "confidence": 0.5, "involved_track_ids": []}'
+        )
+        return [
+            verdict,
+            b"<think>the car {is} close</think>\nSure: ```json\n" + verdict + b"\n``` done",
+            verdict.replace(b"[]}", b"[9223372036854775808]}"),
         ]
     if name == "llmsim":
         from riskwatch_llmsim.testing import chat_request, sample_features

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from riskwatch.domain import VERDICT_LEVELS
 from riskwatch.domain.features import FEATURES_MARKER
+from riskwatch_llmsim import verdict_for
 from riskwatch_llmsim.config import SimulatorConfig
 from riskwatch_llmsim.protocol import RequestError, parse_completion_request
 from riskwatch_llmsim.server import start_simulator
@@ -59,10 +60,13 @@ def _wrap(body: str, how: str) -> str:
         "prose": f"I think {body} is right",
         "two-fences": f"```json\n{body}\n```\n```json\n{{}}\n```",
         "truncated": body[: len(body) // 2],
+        "think": f'<think>The {{car}} is close; {{"risk_level": "none"}}? No.</think>\n{body}',
+        "brace-before": f"Answer {{as asked}}: {body}",
     }[how]
 
 
-wraps = st.sampled_from(["bare", "fence", "fence-no-lang", "prose", "two-fences", "truncated"])
+LENIENT_WRAPS = ["bare", "fence", "fence-no-lang", "prose", "two-fences", "think", "brace-before"]
+wraps = st.sampled_from([*LENIENT_WRAPS, "truncated"])
 
 
 @fuzz_settings(examples=300)
@@ -92,9 +96,45 @@ def test_reply_parser_raises_invalid_reply_on_non_text(value: Any) -> None:
     assert parse(value) is None
 
 
-def test_the_reply_parser_accepts_the_verdict_bare_and_fenced() -> None:
-    for how in ("bare", "fence", "fence-no-lang"):
-        assert parse(_wrap(json.dumps(VERDICT), how)) is not None, how
+def test_the_reply_parser_accepts_the_verdict_whatever_surrounds_it() -> None:
+    for how in LENIENT_WRAPS:
+        verdict = parse(_wrap(json.dumps(VERDICT), how))
+        assert verdict is not None and verdict.risk_level.label == "high", how
+
+
+@fuzz_settings(examples=300)
+@given(before=tricky_text.map(lambda t: t.replace("}", "")), after=tricky_text, how=st.sampled_from(LENIENT_WRAPS))
+@example(before="{" * 40, after="}", how="think")
+@example(before='{"a": ', after="}", how="bare")
+def test_a_verdict_in_any_prose_is_found(before: str, after: str, how: str) -> None:
+    # prose before it holds no object of its own (no `}`); anything may follow
+    verdict = parse(before + _wrap(json.dumps(VERDICT), how) + after)
+    assert verdict is not None and verdict.involved_track_ids == (1, 2)
+
+
+@pytest.mark.parametrize("track_id", [2**63, 2**64, -1, 10**400])
+def test_a_track_id_outside_int64_is_an_invalid_reply(track_id: int) -> None:
+    # 2**63 used to pass the parser and crash building the AssessmentResult: 3 LLM calls, then the dead letter
+    assert parse(json.dumps({**VERDICT, "involved_track_ids": [track_id]})) is None
+
+
+@pytest.mark.parametrize("mode", ["fenced", "think", "prose_around"])
+async def test_the_simulators_wrapped_replies_parse_to_its_verdict(mode: str) -> None:
+    config = SimulatorConfig(
+        latency_median_s=0, latency_sigma=0, qps=None, rpm=None, fault_invalid_json=1.0, invalid_json_modes=[mode]
+    )
+    simulator = await start_simulator(config)
+    try:
+        url = f"{simulator.base_url}/chat/completions"
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": "Bearer fuzz"}) as http,
+            http.post(url, json=chat_request(sample_features())) as reply,
+        ):
+            content = (await reply.json())["choices"][0]["message"]["content"]
+        verdict = parse(content)
+        assert verdict is not None and verdict.risk_level.label == verdict_for(sample_features())["risk_level"]
+    finally:
+        await simulator.stop()
 
 
 # --- the simulator's request parser ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The domain vocabulary every service and the simulator share: risk levels, group features, failure kinds, camera ids.
+"""The domain vocabulary every service and the simulator share: risk levels and types, group features, failures, ids.
 
 One module per concept, each with its conversions to and from the proto enums and messages (`riskwatch.v1`) and the
 JSON forms on the wire, so a service never spells a level, a feature or a failure kind itself.
@@ -7,10 +7,11 @@ JSON forms on the wire, so a service never spells a level, a feature or a failur
 from riskwatch.domain.cameras import CAMERA_ID_PATTERN, CameraId, check_camera_id, is_valid_camera_id
 from riskwatch.domain.failures import FailureKind
 from riskwatch.domain.features import FeatureError, GroupFeatures, PromptFeatures
-from riskwatch.domain.risk import VERDICT_LEVELS, RiskLevel
+from riskwatch.domain.risk import RISK_TYPES, VERDICT_LEVELS, RiskLevel
 
 __all__ = [
     "CAMERA_ID_PATTERN",
+    "RISK_TYPES",
     "VERDICT_LEVELS",
     "CameraId",
     "FailureKind",

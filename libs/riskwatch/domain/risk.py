@@ -1,8 +1,10 @@
-"""Risk levels: one ordered enum (UNASSESSED < NONE < LOW < MEDIUM < HIGH), its names and the proto RiskLevel."""
+"""Risk levels (one ordered enum, UNASSESSED < NONE < LOW < MEDIUM < HIGH, with the proto RiskLevel) and risk types."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
+from types import MappingProxyType
 
 from riskwatch.v1 import events_pb2
 
@@ -62,3 +64,17 @@ _TO_PROTO: dict[RiskLevel, events_pb2.RiskLevel.ValueType] = {
 }
 _FROM_PROTO: dict[int, RiskLevel] = {int(proto): level for level, proto in _TO_PROTO.items()}
 _BY_LABEL = {level.label: level for level in RiskLevel}
+
+# The risk types a verdict may name, with what each means (the default prompt lists them for the LLM). A camera's
+# custom prompt may ask for more: the scheduler's prompts.yaml `risk_types` adds to these.
+RISK_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "vehicle_pedestrian_conflict": "a vehicle and a pedestrian on converging paths or too close",
+        "tailgating": "a vehicle following another too closely",
+        "sudden_lane_change": "a vehicle cutting across lanes abruptly",
+        "wrong_way_driving": "a vehicle moving against the direction of traffic",
+        "red_light_running": "a vehicle entering a junction against a red signal",
+        "emergency_lane_use": "a vehicle driving or stopping in the emergency lane or hard shoulder",
+        "crowding": "people or vehicles packed densely enough to be dangerous",
+    }
+)

@@ -134,7 +134,8 @@ class Aggregator:
         STATE_CHANGES.labels(state.camera_id).inc()
         CAMERA_RISK.labels(state.camera_id).set(RiskLevel.from_proto(state.max_level) - 1)
         END_TO_END_LATENCY.labels("risk_state").observe(max(now - events.seconds(result.capture_time), 0.0))
-        if RiskLevel.from_proto(result.verdict.risk_level) >= RiskLevel.LOW:
+        # A failure changes the state only when it is news (state.py), so each such change is a `failure` alert.
+        if result.HasField("failure") or RiskLevel.from_proto(result.verdict.risk_level) >= RiskLevel.LOW:
             self._alerts.setdefault(state.camera_id, []).append(result.SerializeToString())
         return True
 

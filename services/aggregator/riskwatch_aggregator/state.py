@@ -1,4 +1,4 @@
-"""Camera risk state: latest verdict per group, hysteresis, idempotent and order-safe updates."""
+"""Camera risk state: latest verdict (or failure) per group, hysteresis, idempotent and order-safe updates."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # a task id already applied (redelivery)
     STALE = "stale"  # its frame is not newer than the group's current verdict (out of order)
     HELD = "held"  # a lower level waiting out the de-escalation hold
-    FAILURE = "failure"  # the LLM gave no verdict
 
 
 @dataclass(slots=True)
@@ -75,15 +74,18 @@ class RiskStateBook:
         if result.task_id in cam.recent_tasks:
             return Outcome.DUPLICATE
         self._remember(cam, result.task_id)
-        if result.WhichOneof("outcome") != "verdict":
-            return Outcome.FAILURE
         state = cam.message
         captured = events.seconds(result.capture_time)
         current = next((g for g in state.groups if g.group_id == result.group_id), None)
         if current is not None and captured <= events.seconds(current.capture_time):
             return Outcome.STALE
         changed = self._expire_groups(cam, now)
+        if result.WhichOneof("outcome") != "verdict":
+            return self._apply_failure(cam, current, result, now, changed)
         outcome = Outcome.CHANGED
+        if current is not None and current.HasField("failure"):
+            current.ClearField("failure")  # assessed again: what operators see is no longer stale
+            changed = True
         if current is None:
             current = state.groups.add(group_id=result.group_id, since=events.timestamp(now))
             current.verdict.CopyFrom(result.verdict)
@@ -106,6 +108,32 @@ class RiskStateBook:
         if outcome is Outcome.UNCHANGED and not changed:
             return Outcome.UNCHANGED
         return self._bump(state, result, now)
+
+    def _apply_failure(
+        self,
+        cam: CameraState,
+        current: events_pb2.GroupRisk | None,
+        result: events_pb2.AssessmentResult,
+        now: float,
+        changed: bool,
+    ) -> Outcome:
+        """Mark the group failed, keeping its last verdict (shown as stale): operators still see the last known risk,
+        and that it is no longer being refreshed. Only a new failure kind changes the state: an LLM that keeps
+        failing produces one change (and one alert) per group, not one per task."""
+        failure = result.failure if result.HasField("failure") else events_pb2.Failure()
+        if current is None:
+            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            new_kind = True
+        else:
+            new_kind = not current.HasField("failure") or current.failure.kind != failure.kind
+        current.failure.CopyFrom(failure)
+        current.capture_time.CopyFrom(result.capture_time)  # a verdict on an older frame would be no news now
+        if not new_kind and not changed:
+            return Outcome.UNCHANGED
+        current.task_id = result.task_id
+        del current.member_track_ids[:]
+        current.member_track_ids.extend(result.member_track_ids)
+        return self._bump(cam.message, result, now)
 
     def _remember(self, cam: CameraState, task_id: str) -> None:
         cam.recent_tasks[task_id] = None

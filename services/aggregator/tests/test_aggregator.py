@@ -186,13 +186,55 @@ async def test_an_out_of_order_older_result_is_ignored(aggregator: Aggregator, c
     assert state.version == version and state.groups[0].task_id == "cam-1:5/g1"
 
 
-async def test_failures_and_identical_verdicts_do_not_push(aggregator: Aggregator, cache: FlakyCache) -> None:
+async def test_identical_verdicts_do_not_push(aggregator: Aggregator, cache: FlakyCache) -> None:
     await feed(aggregator, result(1, LOW, types=["crowding"]))
     version = (await stored(cache)).version
-    await feed(aggregator, result(2, LOW, failure=True), result(3, LOW, types=["crowding"]))
+    await feed(aggregator, result(3, LOW, types=["crowding"]))
     assert (await stored(cache)).version == version
     await feed(aggregator, result(4, LOW, types=["crowding", "conflict"]))
     assert (await stored(cache)).version == version + 1
+
+
+async def test_a_failure_marks_the_group_stale_and_alerts_once_until_a_verdict_clears_it(
+    aggregator: Aggregator, cache: FlakyCache
+) -> None:
+    await feed(aggregator, result(1, HIGH, types=["crowding"]))
+    version = (await stored(cache)).version
+    async with cache.subscribe(keys.ALERTS_CHANNEL) as messages:
+        await feed(aggregator, result(2, HIGH, failure=True))
+        pushed = events_pb2.AssessmentResult.FromString(await asyncio.wait_for(anext(aiter(messages)), 2))
+    assert pushed.task_id == "cam-1:2/g1" and pushed.HasField("failure")  # pushed to the gateway
+    state = await stored(cache)
+    assert state.version == version + 1
+    group = state.groups[0]
+    # the last verdict is kept (the camera stays high) and flagged as failed since
+    assert group.verdict.risk_level == HIGH and state.max_level == HIGH
+    assert group.HasField("failure") and group.failure.kind == events_pb2.FAILURE_KIND_LLM_ERROR
+    alerts = [
+        events_pb2.AssessmentResult.FromString(a) for a in await cache.stream_tail(keys.camera_alerts("cam-1"), 10)
+    ]
+    assert [a.WhichOneof("outcome") for a in alerts] == ["verdict", "failure"]
+    # the LLM keeps failing: no more changes, no more alerts
+    await feed(aggregator, result(3, HIGH, failure=True), result(4, HIGH, failure=True))
+    assert (await stored(cache)).version == version + 1
+    assert len(await cache.stream_tail(keys.camera_alerts("cam-1"), 10)) == 2
+    # a verdict again, even the same one, clears the mark
+    await feed(aggregator, result(5, HIGH, types=["crowding"]))
+    state = await stored(cache)
+    assert state.version == version + 2 and not state.groups[0].HasField("failure")
+
+
+async def test_a_failure_of_a_new_group_shows_it_unassessed_and_failed(
+    aggregator: Aggregator, cache: FlakyCache
+) -> None:
+    await feed(aggregator, result(1, LOW, group="a"), result(2, NONE, group="b", failure=True))
+    state = await stored(cache)
+    failed = next(g for g in state.groups if g.group_id == "b")
+    assert not failed.HasField("verdict") and failed.HasField("failure")
+    assert state.max_level == LOW
+    # a late verdict about an older frame than the failure changes nothing
+    await feed(aggregator, result(1, HIGH, group="b"))
+    assert next(g for g in (await stored(cache)).groups if g.group_id == "b").HasField("failure")
 
 
 async def test_a_group_without_verdicts_for_the_ttl_leaves_the_state(cache: FlakyCache) -> None:

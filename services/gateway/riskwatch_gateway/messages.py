@@ -91,6 +91,24 @@ def verdict_json(verdict: events_pb2.Verdict) -> dict[str, Any]:
     }
 
 
+def failure_json(failure: events_pb2.Failure) -> dict[str, Any]:
+    return {"kind": FailureKind.from_proto(failure.kind).value, "message": failure.message}
+
+
+def _group_json(group: events_pb2.GroupRisk) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "group_id": group.group_id,
+        **verdict_json(group.verdict),
+        "member_track_ids": list(group.member_track_ids),
+        "since": _time(group.since),
+        "capture_time": _time(group.capture_time),
+        "task_id": group.task_id,
+    }
+    if group.HasField("failure"):
+        out["failure"] = failure_json(group.failure)
+    return out
+
+
 def risk_state_json(state: events_pb2.CameraRiskState) -> dict[str, Any]:
     return {
         "type": "risk_state",
@@ -99,17 +117,7 @@ def risk_state_json(state: events_pb2.CameraRiskState) -> dict[str, Any]:
         "max_level": RiskLevel.from_proto(state.max_level).protocol_name,
         "updated_time": _time(state.updated_time),
         "last_task_id": state.last_task_id,
-        "groups": [
-            {
-                "group_id": g.group_id,
-                **verdict_json(g.verdict),
-                "member_track_ids": list(g.member_track_ids),
-                "since": _time(g.since),
-                "capture_time": _time(g.capture_time),
-                "task_id": g.task_id,
-            }
-            for g in state.groups
-        ],
+        "groups": [_group_json(g) for g in state.groups],
     }
 
 
@@ -133,10 +141,7 @@ def alert_json(result: events_pb2.AssessmentResult, replay: bool = False) -> dic
     if result.HasField("verdict"):
         out.update(verdict_json(result.verdict))
     elif result.HasField("failure"):
-        out["failure"] = {
-            "kind": FailureKind.from_proto(result.failure.kind).value,
-            "message": result.failure.message,
-        }
+        out["failure"] = failure_json(result.failure)
     return out
 
 

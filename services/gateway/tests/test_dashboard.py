@@ -194,3 +194,43 @@ async def test_a_camera_that_is_not_online_shows_why_next_to_it(
         "el => el.textContent.includes('no such video file')", arg=await reason.element_handle(), timeout=10_000
     )
     assert await reason.is_visible()
+
+
+async def test_a_failed_assessment_shows_on_the_group_the_camera_and_the_alert_list(
+    browser: Browser, gateway: GatewayApp, cache: InMemoryCache
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    await page.wait_for_selector('#connection[data-state="online"]', timeout=10_000)
+    tile = page.locator('[data-camera="cam-01"]')
+    await tile.wait_for(timeout=10_000)
+    frame = detector_pb2.Frame(camera_id="cam-01", frame_id=1, capture_time=timestamp(), image=street_frame())
+    await gateway.cameras.get("cam-01").push(frame)
+    await page.wait_for_selector('[data-camera="cam-01"][data-boxes="2"]', timeout=10_000)
+
+    # What the aggregator does with a failure: the failure alert, then the state with the group marked failed.
+    failure = events_pb2.Failure(kind=events_pb2.FAILURE_KIND_INVALID_REPLY, message="key-1: the reply is empty")
+    await publish_alert(
+        cache,
+        events_pb2.AssessmentResult(
+            task_id="cam-01:2/g1", camera_id="cam-01", group_id="g1", completed_time=timestamp(), failure=failure
+        ),
+    )
+    state = risk_state("cam-01", 2)
+    state.groups[0].failure.CopyFrom(failure)
+    await publish_state(cache, state)
+
+    await page.wait_for_selector('[data-camera="cam-01"][data-failed=\'{"g1":"invalid_reply"}\']', timeout=10_000)
+    assert await tile.locator(".failure").inner_text() == "g1: assessment failed: invalid_reply"
+    assert await tile.locator(".failure").get_attribute("title") == "key-1: the reply is empty"
+    assert "g1: high (assessment failed: invalid_reply)" in await tile.locator(".groups").inner_text()
+    await page.wait_for_selector("#alerts li", timeout=10_000)
+    assert "assessment failed: invalid_reply" in await page.locator("#alerts li").first.inner_text()
+
+    # A verdict again clears the mark.
+    await publish_state(cache, risk_state("cam-01", 3))
+    await page.wait_for_selector('[data-camera="cam-01"][data-version="3"]', timeout=10_000)
+    assert await tile.locator(".failure").inner_text() == ""
+    assert not errors, errors

@@ -31,6 +31,10 @@ class InvalidJsonMode(StrEnum):
     MISSING_FIELDS = "missing_fields"  # valid JSON lacking one required field
     BAD_VALUES = "bad_values"  # valid JSON with values outside the schema (opt-in)
     FENCED = "fenced"  # the verdict wrapped in a ```json fence, as chat models often do (opt-in)
+    # The verdict after a <think> block that holds braces and a draft verdict, as reasoning VLMs (Qwen3-VL) answer
+    # (opt-in); a careful client takes the verdict after the block.
+    THINK = "think"
+    PROSE_AROUND = "prose_around"  # the verdict between a sentence before and one after it (opt-in)
 
 
 DEFAULT_INVALID_JSON_MODES = (

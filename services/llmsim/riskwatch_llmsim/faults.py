@@ -46,7 +46,8 @@ def sample_latency_s(rng: random.Random, median_s: float, sigma: float, max_s: f
 
 
 def spoil_reply(rng: random.Random, verdict: dict[str, Any], modes: Sequence[InvalidJsonMode]) -> str:
-    """A reply a careful client must reject (or, for FENCED, must unwrap) instead of the verdict."""
+    """A reply a careful client must reject (or, for FENCED, THINK and PROSE_AROUND, must unwrap) instead of the
+    verdict."""
     mode = rng.choice(list(modes))
     text = json.dumps(verdict)
     if mode is InvalidJsonMode.PROSE:
@@ -61,4 +62,10 @@ def spoil_reply(rng: random.Random, verdict: dict[str, Any], modes: Sequence[Inv
         return json.dumps({key: value for key, value in verdict.items() if key != dropped})
     if mode is InvalidJsonMode.BAD_VALUES:
         return json.dumps({**verdict, "risk_level": "severe", "confidence": 1.7})
+    if mode is InvalidJsonMode.THINK:
+        draft = json.dumps({**verdict, "risk_level": "none"})
+        thought = f"The features {{in the request}} suggest... a first guess: {draft}. No, look again."
+        return f"<think>{thought}</think>\n{text}"
+    if mode is InvalidJsonMode.PROSE_AROUND:
+        return f"Here is my assessment {{as JSON}}:\n{text}\nLet me know if you need anything else!"
     return f"```json\n{text}\n```"

@@ -230,7 +230,9 @@ async def test_timeout_fault_ends_in_504_for_a_patient_client(
     assert failed.value.status_code == 504
 
 
-@pytest.mark.parametrize("mode", ["prose", "truncated", "missing_fields", "bad_values", "fenced"])
+@pytest.mark.parametrize(
+    "mode", ["prose", "truncated", "missing_fields", "bad_values", "fenced", "think", "prose_around"]
+)
 async def test_invalid_json_modes(start_sim: StartSimulator, make_client: MakeClient, mode: str) -> None:
     simulator = await start_sim(fault_invalid_json=1.0, invalid_json_modes=[mode], seed=1)
     content = (await ask(make_client(simulator))).choices[0].message.content or ""
@@ -241,9 +243,18 @@ async def test_invalid_json_modes(start_sim: StartSimulator, make_client: MakeCl
         assert len(set(VERDICT_KEYS) - set(json.loads(content))) == 1
     elif mode == "bad_values":
         assert json.loads(content)["risk_level"] not in [level.label for level in VERDICT_LEVELS]
-    else:
+    elif mode == "fenced":
         assert content.startswith("```json")
         assert json.loads(content.removeprefix("```json").removesuffix("```")) == verdict_for(CONFLICT)
+    else:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(content)
+        if mode == "think":  # a draft verdict inside the block, the real one after it
+            thought, answer = content.split("</think>")
+            assert thought.startswith("<think>") and '"risk_level": "none"' in thought
+        else:
+            answer = content.split("\n")[1]
+        assert json.loads(answer) == verdict_for(CONFLICT)
     assert simulator.stats()["keys"]["key-001"]["invalid_json"] == 1
 
 

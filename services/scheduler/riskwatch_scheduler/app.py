@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from riskwatch.bus import EventBus, Stage
 from riskwatch.cache import Cache
 from riskwatch.lifecycle import run_until_signalled
@@ -12,6 +15,8 @@ from riskwatch_scheduler.keypool import KeyState
 from riskwatch_scheduler.llm_client import LlmClient
 from riskwatch_scheduler.scheduler import LlmScheduler
 from riskwatch_scheduler.taskgen import TaskGenerator
+
+log = logging.getLogger(__name__)
 
 
 def build_llm_client(settings: SchedulerSettings) -> LlmClient:
@@ -87,8 +92,20 @@ class LlmSchedulerApp:
         await self.health.start()
 
     async def stop(self) -> None:
+        """Hand back the tasks waiting for a key at once (an LLM endpoint that is gone makes them wait until their
+        deadline), drain the calls in flight (bounded by `shutdown_grace_s`), commit, close the clients."""
         await self.health.stop()
-        await self.stage.stop()
+        handed_back = self.llm.stop_assessing()
+        if handed_back:
+            log.info("llm-scheduler: %d task(s) waiting for an API key handed back (redelivered later)", handed_back)
+        try:
+            await self.stage.stop()
+        except asyncio.CancelledError:
+            # With concurrency 1 the stage runs its handler itself, so handing the task back ends the stage's loop
+            # cancelled; only a cancellation of this stop itself goes on.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
         await self.llm.close()
 
 

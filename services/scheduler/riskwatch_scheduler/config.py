@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, StringConstraints, ValidationError
 
 from riskwatch.config import CommonSettings, ConfigFile, FrozenModel, load_yaml
 from riskwatch.config.loader import format_errors
+from riskwatch.domain import RISK_TYPES
 from riskwatch.errors import ConfigError
 from riskwatch_scheduler.keys_config import ApiKeysConfig, load_api_keys
 from riskwatch_scheduler.policy.settings import (
@@ -62,9 +63,16 @@ class PromptsConfig(FrozenModel):
 
     default: str | None = None
     per_camera: dict[str, str] = Field(default_factory=dict)
+    # Risk types a custom prompt asks for beyond the built-in ones (riskwatch.domain.RISK_TYPES); a reply's other
+    # types are dropped.
+    risk_types: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], ...] = ()
 
     def book(self) -> PromptBook:
-        return PromptBook(default=self.default or DEFAULT_PROMPT, per_camera=self.per_camera)
+        return PromptBook(
+            default=self.default or DEFAULT_PROMPT,
+            per_camera=self.per_camera,
+            risk_types=frozenset(RISK_TYPES) | frozenset(self.risk_types),
+        )
 
 
 class SchedulerSettings(CommonSettings):

@@ -142,6 +142,9 @@ class LlmClient:
         if missing:
             raise ValueError(f"the pool has keys the configuration does not: {sorted(missing)}")
         self._secrets = tuple(k.api_key.get_secret_value() for k in config.keys)
+        self._stopping = False
+        # Assessments waiting for a key (cooldowns, limits): handed back at once when the client stops.
+        self._waiting: set[asyncio.Task[object]] = set()
 
     def _client(self, key_id: str) -> tuple[AsyncOpenAI, str]:
         target = self._targets[key_id]
@@ -193,12 +196,20 @@ class LlmClient:
             return Assessment(None, failed, key_id, model, latency, elapsed, attempts)
 
         while True:
+            if self._stopping:
+                raise asyncio.CancelledError("the LLM client is stopping: the task is handed back")
+            waiting = asyncio.current_task()
+            if waiting is not None:
+                self._waiting.add(waiting)
             try:
                 lease = await self._pool.acquire(deadline, avoid)
             except DeadlineExceeded as error:
                 return failure(FailureKind.DEADLINE_EXCEEDED, str(error))
             except NoUsableKeys as error:
                 return failure(FailureKind.NO_USABLE_KEYS, str(error))
+            finally:
+                if waiting is not None:
+                    self._waiting.discard(waiting)
             key_id = lease.key_id
             client, model = self._client(key_id)
             attempts += 1
@@ -216,8 +227,8 @@ class LlmClient:
                         cast_to=httpx2.Response,
                         options={"timeout": timeout},
                     )
-                    completion = json.loads(response.content)
-            except (openai.OpenAIError, TimeoutError, json.JSONDecodeError, httpx2.HTTPError) as error:
+                    body = response.content
+            except (openai.OpenAIError, TimeoutError, httpx2.HTTPError) as error:
                 now = clock.now()
                 latency = now - call_started
                 # Timing out because the task's deadline came is not the key's fault; its own timeout is.
@@ -236,28 +247,43 @@ class LlmClient:
                 self._pool.release(lease, Outcome.other_error())
                 raise
             latency = clock.now() - call_started
-            reply = _reply_text(completion)
+            reply = _reply_text(body)
             if reply is None:
                 self._pool.release(lease, Outcome.server_error())
                 last_error = f"{key_id}: the response is not a chat completion"
                 avoid = frozenset({key_id})
                 continue
-            self._pool.release(lease, Outcome.success())
             avoid = frozenset()
             try:
-                verdict = parse_reply(reply)
+                verdict = parse_reply(reply, risk_types=self._prompts.risk_types)
             except InvalidReply as error:
+                # The key answered, so it is not cooled; but the call failed, and its success rate says so.
+                self._pool.release(lease, Outcome.invalid_reply())
                 if repaired:
                     return failure(FailureKind.INVALID_REPLY, f"{key_id}: {error} (after one repair attempt)")
                 repaired = True
                 last_error = f"{key_id}: {error}"
                 messages = build_repair_messages(messages, reply, str(error))
                 continue
+            self._pool.release(lease, Outcome.success())
             return Assessment(verdict, None, key_id, model, latency, clock.now() - started, attempts)
+
+    def stop_assessing(self) -> int:
+        """Hand back (cancel) every assessment waiting for a key, and every later one before its next call.
+
+        Calls in flight end on their own (bounded by the stage's drain); their task is handed back too if the call
+        fails. A handed-back task is never answered, so its record stays uncommitted and is redelivered. Returns how
+        many assessments were waiting.
+        """
+        self._stopping = True
+        waiting = list(self._waiting)
+        for task in waiting:
+            task.cancel("the LLM client is stopping: the task is handed back")
+        return len(waiting)
 
     def _classify(
         self,
-        error: openai.OpenAIError | TimeoutError | json.JSONDecodeError | httpx2.HTTPError,
+        error: openai.OpenAIError | TimeoutError | httpx2.HTTPError,
         *,
         cut_by_deadline: bool,
     ) -> _CallError:
@@ -283,7 +309,7 @@ class LlmClient:
             return _CallError(
                 Outcome.other_error(), f"HTTP {status}: {self._error_text(error.message)}", retryable=False
             )
-        if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError):
+        if isinstance(error, openai.APIResponseValidationError):
             return _CallError(Outcome.server_error(), "malformed response from the API", retryable=True)
         return _CallError(Outcome.other_error(), self._error_text(str(error)), retryable=False)
 
@@ -305,11 +331,16 @@ class LlmClient:
                 log.warning("closing the LLM client of key %s failed: %s", key_id, type(error).__name__)
 
 
-def _reply_text(completion: object) -> str | None:
+def _reply_text(body: bytes) -> str | None:
     """The first choice's text ("" if it has none); None when the response is no chat completion at all.
 
-    A 200 may carry any JSON (or a proxy's error object), so nothing is assumed.
+    A 200 may carry anything (a proxy's error page, any JSON, bytes that are not UTF-8, nesting deep enough to
+    exhaust the stack), so nothing is assumed.
     """
+    try:
+        completion = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
     choices = completion.get("choices") if isinstance(completion, dict) else None
     if not isinstance(choices, list):
         return None

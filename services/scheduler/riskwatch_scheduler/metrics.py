@@ -16,3 +16,6 @@ PENDING_TASKS = Gauge("riskwatch_taskgen_pending_tasks", "Triggered groups waiti
 # LLM scheduler.
 TASKS_IN_FLIGHT = Gauge("riskwatch_tasks_in_flight", "Assessment tasks the scheduler is working on")
 TASK_OUTCOMES = Counter("riskwatch_task_outcomes_total", "Assessment tasks by outcome", ["outcome"])
+UNKNOWN_RISK_TYPES = Counter(
+    "riskwatch_llm_unknown_risk_types_total", "Risk types in LLM verdicts that are not known ones (dropped)"
+)

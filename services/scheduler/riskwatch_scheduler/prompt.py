@@ -6,14 +6,14 @@ import base64
 import contextlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from riskwatch.domain import VERDICT_LEVELS, RiskLevel
+from riskwatch.domain import RISK_TYPES, VERDICT_LEVELS, RiskLevel
 from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch.errors import RiskwatchError
 
@@ -24,23 +24,18 @@ SYSTEM_PROMPT = (
     "You answer with a single JSON object and nothing else."
 )
 
-DEFAULT_PROMPT = """\
+_RISK_TYPE_LINES = "\n".join(f"- {name}: {meaning}" for name, meaning in RISK_TYPES.items())
+DEFAULT_PROMPT = f"""\
 Assess the traffic risk in this image crop of one group of road users seen by a fixed camera.
 Look for these risks (use exactly these names in risk_types):
-- vehicle_pedestrian_conflict: a vehicle and a pedestrian on converging paths or too close
-- tailgating: a vehicle following another too closely
-- sudden_lane_change: a vehicle cutting across lanes abruptly
-- wrong_way_driving: a vehicle moving against the direction of traffic
-- red_light_running: a vehicle entering a junction against a red signal
-- emergency_lane_use: a vehicle driving or stopping in the emergency lane or hard shoulder
-- crowding: people or vehicles packed densely enough to be dangerous
+{_RISK_TYPE_LINES}
 
 Reply with only this JSON object, no prose and no code fence:
-{"risk_level": "none" | "low" | "medium" | "high",
+{{"risk_level": "none" | "low" | "medium" | "high",
  "risk_types": [names from the list above],
  "description": "one or two sentences on what you see",
  "confidence": a number from 0 to 1,
- "involved_track_ids": [track ids from member_track_ids that take part in the risk]}
+ "involved_track_ids": [track ids from member_track_ids that take part in the risk]}}
 Use risk_level "none" and empty lists when nothing is risky. Distances are in metres.\
 """
 
@@ -56,10 +51,12 @@ _VERDICT_LABELS = ", ".join(level.label for level in VERDICT_LEVELS)
 
 @dataclass(frozen=True, slots=True)
 class PromptBook:
-    """The prompt to use for each camera: a global default, overridable per camera id."""
+    """The prompt to use for each camera (a global default, overridable per camera id) and the risk types they ask
+    for: the domain's, plus any a custom prompt names."""
 
     default: str = DEFAULT_PROMPT
     per_camera: Mapping[str, str] = field(default_factory=dict)
+    risk_types: frozenset[str] = frozenset(RISK_TYPES)
 
     def for_camera(self, camera_id: str) -> str:
         return self.per_camera.get(camera_id, self.default)
@@ -112,16 +109,47 @@ def build_repair_messages(
     return repaired
 
 
+# A track id is an int64 on the wire (proto); a larger or negative one is no track of ours.
+TrackId = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+MAX_RISK_TYPES = 16
+_RISK_TYPE_CHARS = 64
+
+
 class LlmVerdict(BaseModel):
-    """The risk verdict the model must reply with."""
+    """The risk verdict the model must reply with.
+
+    Validated with the known risk types as context (`parse_reply`): a name outside them is dropped and counted in
+    `unknown_risk_types` rather than refused, since the level and description are still worth having and a repair
+    call for a misspelt type costs more than it gives.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     risk_level: RiskLevel
-    risk_types: tuple[Annotated[str, Field(max_length=64)], ...] = Field(max_length=16)
+    risk_types: tuple[Annotated[str, Field(max_length=_RISK_TYPE_CHARS)], ...] = Field(max_length=MAX_RISK_TYPES)
     description: Annotated[str, Field(max_length=2000)]
     confidence: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-    involved_track_ids: tuple[int, ...] = Field(max_length=256)
+    involved_track_ids: tuple[TrackId, ...] = Field(max_length=256)
+    # Set by validation, never read from the reply: how many of its risk types were not known ones.
+    unknown_risk_types: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_risk_types(cls, data: object, info: ValidationInfo) -> object:
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "unknown_risk_types": 0}
+        known = info.context.get("risk_types") if isinstance(info.context, dict) else None
+        names = data.get("risk_types")
+        # Only a well-formed list is filtered; anything else is left for the schema to refuse.
+        if known is None or not isinstance(names, list) or len(names) > MAX_RISK_TYPES:
+            return data
+        if not all(isinstance(name, str) and len(name) <= _RISK_TYPE_CHARS for name in names):
+            return data
+        kept = list(dict.fromkeys(n.strip().lower() for n in names if n.strip().lower() in known))
+        data["risk_types"] = kept
+        data["unknown_risk_types"] = sum(1 for n in names if n.strip().lower() not in known)
+        return data
 
     @field_validator("risk_level", mode="before")
     @classmethod
@@ -140,43 +168,77 @@ class InvalidReply(RiskwatchError):
     """The model's reply is not the JSON verdict asked for; the message says why."""
 
 
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+# Reasoning models (Qwen3-VL, DeepSeek-R1, …) think aloud in <think>…</think> before answering; some chat templates
+# put the opening tag in the prompt, so the reply holds only the closing one.
+_THINK_OPEN, _THINK_CLOSE = re.compile("<think>", re.IGNORECASE), re.compile("</think>", re.IGNORECASE)
+# How many `{` are tried as the start of the verdict: each try is linear, so the scan stays bounded.
+MAX_OBJECT_CANDIDATES = 64
+_DECODER = json.JSONDecoder()
 
 
-def parse_reply(text: str) -> LlmVerdict:
-    """The verdict in `text` (bare JSON or one ```json fence); raises InvalidReply and nothing else."""
+def parse_reply(text: str, *, risk_types: Collection[str] = RISK_TYPES) -> LlmVerdict:
+    """The verdict in `text`, whatever surrounds it; raises InvalidReply and nothing else.
+
+    The verdict is the first JSON object with a `risk_level` key (else the first JSON object, so the error says what
+    is wrong with it) after any <think> block, found by decoding from each `{` in turn (prose, fences and stray
+    braces around it do not matter); then validated strictly, with `risk_types` the names a verdict may use.
+    """
     if not isinstance(text, str):
         raise InvalidReply(f"the reply is {type(text).__name__}, not text")
     if len(text) > MAX_REPLY_CHARS:
         raise InvalidReply(f"the reply is too long ({len(text)} characters)")
-    body = text.strip()
-    if not body:
-        raise InvalidReply("the reply is empty")
-    if not body.startswith("{"):
-        fence = _FENCE.search(body)
-        if fence is None:
-            raise InvalidReply("the reply is not a JSON object")
-        body = fence.group(1).strip()
+    body = _answer(text)
+    if not body.strip():
+        raise InvalidReply("the reply is empty" if not text.strip() else "the reply has only a <think> block")
+    data = _first_object(body)
     try:
-        data = json.loads(body)
-    except RecursionError:
-        raise InvalidReply("the reply's JSON is nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, and integers too long to convert
-        raise InvalidReply(f"the reply is not valid JSON: {_short(error)}") from None
-    if not isinstance(data, dict):
-        raise InvalidReply(f"the reply is a JSON {type(data).__name__}, not an object")
-    try:
-        return LlmVerdict.model_validate(data)
+        return LlmVerdict.model_validate(data, context={"risk_types": frozenset(risk_types)})
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}"
             for e in error.errors(include_input=False, include_url=False)[:5]
         )
-        raise InvalidReply(f"the reply does not match the verdict schema: {problems}") from None
+        raise InvalidReply(f"the reply does not match the verdict schema: {_short(problems)}") from None
     except RecursionError:
         raise InvalidReply("the reply's JSON is nested too deeply") from None
 
 
-def _short(error: Exception) -> str:
-    message = str(error)
+def _answer(text: str) -> str:
+    """The text after the model's thinking: after the last </think>, or before an unclosed <think>."""
+    # Matched case-insensitively in `text` itself: str.lower() may change lengths ("İ"), so its indexes would not fit.
+    close = None
+    for match in _THINK_CLOSE.finditer(text):
+        close = match
+    if close is not None:
+        return text[close.end() :]
+    opened = _THINK_OPEN.search(text)
+    return text[: opened.start()] if opened is not None else text
+
+
+def _first_object(body: str) -> dict[str, object]:
+    first: dict[str, object] | None = None
+    problem: str | None = None
+    start = body.find("{")
+    for _ in range(MAX_OBJECT_CANDIDATES):
+        if start < 0:
+            break
+        try:
+            value, _end = _DECODER.raw_decode(body, start)
+        except RecursionError:
+            problem = problem or "the reply's JSON is nested too deeply"
+        except ValueError as error:  # JSONDecodeError, and integers too long to convert
+            problem = problem or f"the reply is not valid JSON: {_short(str(error))}"
+        else:
+            if isinstance(value, dict):
+                if "risk_level" in value:
+                    return value
+                first = first if first is not None else value
+        # The next candidate may be inside this one: `{"answer": {"risk_level": …}}` holds the verdict.
+        start = body.find("{", start + 1)
+    if first is not None:
+        return first
+    raise InvalidReply(problem or "the reply is not a JSON object")
+
+
+def _short(message: str) -> str:
     return message if len(message) <= 200 else message[:200] + " …"

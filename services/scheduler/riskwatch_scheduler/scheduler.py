@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
@@ -13,9 +13,42 @@ from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.llm_client import Assessment, LlmClient
-from riskwatch_scheduler.metrics import TASK_OUTCOMES, TASKS_IN_FLIGHT
+from riskwatch_scheduler.metrics import TASK_OUTCOMES, TASKS_IN_FLIGHT, UNKNOWN_RISK_TYPES
 
 log = logging.getLogger(__name__)
+
+# A failing LLM fails every task alike: each failure kind is logged at most once per this many seconds, with a count.
+FAILURE_LOG_INTERVAL_S = 60.0
+
+
+class FailureLog:
+    """Logs a failure kind when first seen, then once per interval with how many there were and the latest reason."""
+
+    def __init__(self, interval_s: float = FAILURE_LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._logged_at: dict[FailureKind, float] = {}
+        self._unlogged: dict[FailureKind, int] = {}
+
+    def failed(self, kind: FailureKind, message: str, camera_id: str) -> None:
+        now = self._clock()
+        count = self._unlogged.get(kind, 0) + 1
+        last = self._logged_at.get(kind)
+        if last is not None and now - last < self._interval_s:
+            self._unlogged[kind] = count
+            return
+        self._logged_at[kind] = now
+        self._unlogged[kind] = 0
+        since = "" if last is None else f" in the last {now - last:.0f} s"
+        log.warning(
+            "assessment failed (%s): %d task(s)%s; latest, camera %s: %s",
+            kind.value,
+            count,
+            since,
+            camera_id,
+            message,
+            extra={"camera_id": camera_id, "failure_kind": kind.value},
+        )
 
 
 def decode_task(record: Record) -> events_pb2.AssessmentTask:
@@ -28,9 +61,10 @@ def decode_task(record: Record) -> events_pb2.AssessmentTask:
 class LlmScheduler:
     """Stage handler: AssessmentTask in, exactly one AssessmentResult out (a verdict or a typed failure)."""
 
-    def __init__(self, llm: LlmClient, results_topic: str) -> None:
+    def __init__(self, llm: LlmClient, results_topic: str, failures: FailureLog | None = None) -> None:
         self._llm = llm
         self._topic = results_topic
+        self._failures = failures or FailureLog()
 
     async def handle(self, record: Record) -> Sequence[Outgoing]:
         task = decode_task(record)
@@ -41,7 +75,9 @@ class LlmScheduler:
         remaining = events.seconds(task.deadline) - time.time()
         if remaining <= 0:
             TASK_OUTCOMES.labels("expired").inc()
-            return self._result(task, failure=(FailureKind.DEADLINE_EXCEEDED, "task expired before it was started"))
+            reason = "task expired before it was started"
+            self._failures.failed(FailureKind.DEADLINE_EXCEEDED, reason, task.camera_id)
+            return self._result(task, failure=(FailureKind.DEADLINE_EXCEEDED, reason))
         TASKS_IN_FLIGHT.inc()
         try:
             assessment = await self._llm.assess(
@@ -53,6 +89,10 @@ class LlmScheduler:
         finally:
             TASKS_IN_FLIGHT.dec()
         TASK_OUTCOMES.labels("assessed" if assessment.verdict else assessment.failure_kind or "failed").inc()
+        if assessment.verdict is not None and assessment.verdict.unknown_risk_types:
+            UNKNOWN_RISK_TYPES.inc(assessment.verdict.unknown_risk_types)
+        if assessment.failure is not None:
+            self._failures.failed(assessment.failure.kind, assessment.failure.message, task.camera_id)
         return self._result(task, assessment=assessment)
 
     def _result(

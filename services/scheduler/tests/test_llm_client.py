@@ -96,6 +96,7 @@ def make_client(
     min_cooldown: float = 5.0,
     request_timeout_s: float = 5.0,
     prompts: PromptBook | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> LlmClient:
     config = ApiKeysConfig.from_mapping(
         {
@@ -107,7 +108,7 @@ def make_client(
             "keys": [{"id": k, "api_key": SECRETS[k], "qps_limit": 1000, "rpm_limit": 60000} for k in keys],
         }
     )
-    pool = KeyPool.from_config(config, registry=CollectorRegistry())
+    pool = KeyPool.from_config(config, registry=registry or CollectorRegistry())
     return LlmClient(config, pool, prompts=prompts, client_factory=provider.factory())
 
 
@@ -357,4 +358,79 @@ async def test_a_garbled_200_counts_as_a_server_error_and_fails_over(response: h
     result = await assess(client)
     assert result.ok and result.key_id == "b" and result.attempts == 2
     assert state(client, "a") is KeyState.COOLING
+    await client.close()
+
+
+async def test_an_invalid_reply_counts_as_a_failed_call_without_cooling_the_key() -> None:
+    registry = CollectorRegistry()
+    client = make_client(Provider(lambda key, body: completion("No JSON from me.")), keys="a", registry=registry)
+    result = await assess(client)
+    assert result.failure_kind == "invalid_reply" and result.attempts == 2
+    calls = registry.get_sample_value("llm_calls_total", {"key_id": "a", "outcome": "invalid_reply"})
+    assert calls == 2
+    assert registry.get_sample_value("llm_calls_total", {"key_id": "a", "outcome": "success"}) is None
+    assert registry.get_sample_value("api_key_success_rate", {"key_id": "a"}) == 0.0
+    snapshot = client.pool.snapshot()[0]
+    assert snapshot.state is KeyState.ENABLED and snapshot.failures == 2 and snapshot.successes == 0
+    await client.close()
+
+
+async def test_a_repaired_reply_counts_one_failure_and_one_success() -> None:
+    registry = CollectorRegistry()
+    replies = iter(["<think>the car {is close}</think> risk: low", "Sure! " + json.dumps(VERDICT) + " Done."])
+    client = make_client(Provider(lambda key, body: completion(next(replies))), keys="a", registry=registry)
+    result = await assess(client)
+    assert result.ok and result.attempts == 1 + 1
+    assert registry.get_sample_value("api_key_success_rate", {"key_id": "a"}) == 0.5
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx2.Response(
+            200, content=b'{"choices": "\xff\xfe"}' + b"\xff\xfe\xfd", headers={"content-type": "application/json"}
+        ),
+        httpx2.Response(200, content=b"[" * 100_000 + b"]" * 100_000, headers={"content-type": "application/json"}),
+        httpx2.Response(
+            200, content=b'{"choices": [' + b"9" * 5000 + b"]}", headers={"content-type": "application/json"}
+        ),
+    ],
+    ids=["not-utf8", "deep", "huge-int"],
+)
+async def test_an_undecodable_200_is_caught_and_fails_over(response: httpx2.Response) -> None:
+    provider = Provider(lambda key, body: response if key == "a" else completion(json.dumps(VERDICT)))
+    client = make_client(provider)
+    result = await assess(client)
+    assert result.ok and result.key_id == "b" and result.attempts == 2
+    assert state(client, "a") is KeyState.COOLING
+    await client.close()
+
+
+async def test_stopping_hands_back_an_assessment_waiting_out_a_cooldown_at_once() -> None:
+    # the endpoint is gone: every key 503s and cools for 5 s, so the task would wait until its deadline
+    client = make_client(Provider(lambda key, body: error(503)), min_cooldown=5.0)
+    waiting = asyncio.create_task(assess(client, deadline_s=30.0))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    assert client.stop_assessing() == 1
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert time.monotonic() - started < 0.05
+    with pytest.raises(asyncio.CancelledError):
+        await assess(client)  # nothing new starts
+    assert sum(s.in_flight for s in client.pool.snapshot()) == 0
+    await client.close()
+
+
+async def test_stopping_lets_a_call_in_flight_end_with_its_verdict() -> None:
+    async def slow(key: str, body: dict[str, Any]) -> httpx2.Response:
+        await asyncio.sleep(0.2)
+        return completion(json.dumps(VERDICT))
+
+    client = make_client(Provider(slow))
+    in_call = asyncio.create_task(assess(client))
+    await asyncio.sleep(0.05)
+    assert client.stop_assessing() == 0
+    assert (await in_call).ok
     await client.close()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from riskwatch.domain import RiskLevel
 from riskwatch.domain.features import FEATURES_MARKER
 from riskwatch_llmsim.protocol import parse_completion_request
+from riskwatch_scheduler.config import PromptsConfig
 from riskwatch_scheduler.prompt import (
     DEFAULT_PROMPT,
     InvalidReply,
@@ -103,6 +104,7 @@ def test_parse_reply_accepts_bare_json_and_a_json_fence() -> None:
     assert parse_reply(f"  \n{json.dumps(VALID)}\n") == expected
     assert parse_reply(f"```json\n{json.dumps(VALID, indent=2)}\n```") == expected
     assert parse_reply(f"Here you go:\n```\n{json.dumps(VALID)}\n```") == expected
+    assert parse_reply(json.dumps(VALID) + " Hope this helps!") == expected
     assert parse_reply(json.dumps({**VALID, "risk_level": " High ", "extra": 1})).risk_level == RiskLevel.HIGH
     assert parse_reply(json.dumps({**VALID, "risk_level": "none", "risk_types": [], "involved_track_ids": []}))
 
@@ -112,10 +114,9 @@ def test_parse_reply_accepts_bare_json_and_a_json_fence() -> None:
     [
         ("", "empty"),
         ("The scene looks risky: a car is close to a pedestrian.", "not a JSON object"),
-        (json.dumps(VALID) + " Hope this helps!", "not valid JSON"),
         (json.dumps(VALID)[:40], "not valid JSON"),
         ("[1, 2]", "not a JSON object"),
-        ("```json\n[1]\n```", "JSON list, not an object"),
+        ("```json\n[1]\n```", "not a JSON object"),
         (json.dumps({k: v for k, v in VALID.items() if k != "confidence"}), "confidence: Field required"),
         (json.dumps({**VALID, "risk_level": "extreme"}), "risk_level"),
         (json.dumps({**VALID, "confidence": 1.5}), "confidence"),
@@ -156,3 +157,77 @@ def test_parse_reply_raises_nothing_but_invalid_reply_on_any_json_object(data: d
     text = json.dumps({**VALID, **data})
     with contextlib.suppress(InvalidReply):
         parse_reply(f"```json\n{text}\n```" if fenced else text)
+
+
+# --- lenient about what surrounds the verdict, strict about the verdict ------------------------------------------
+
+# Prose that holds no complete JSON object of its own (no `}`) and no think tags, but may hold stray `{`.
+prose = st.text(st.characters(blacklist_characters="}<", blacklist_categories=("Cs",)), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=prose,
+    after=st.text(max_size=200).filter(lambda t: "</think>" not in t.lower()),
+    thought=st.text(max_size=200).filter(lambda t: "</think>" not in t.lower()),
+    fence=st.sampled_from(["", "```json\n", "```\n", "```JSON "]),
+    indent=st.sampled_from([None, 2]),
+)
+def test_the_verdict_is_found_whatever_prose_think_block_or_fence_surrounds_it(
+    before: str, after: str, thought: str, fence: str, indent: int | None
+) -> None:
+    body = json.dumps(VALID, indent=indent)
+    closing = "\n```" if fence else ""
+    for reply in (f"{before}{fence}{body}{closing}{after}", f"<think>{thought}</think>{before}{fence}{body}{after}"):
+        assert parse_reply(reply) == LlmVerdict.model_validate(VALID), reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Sure {see below}: " + json.dumps(VALID),
+        'Options: {"a": 1} and then ' + json.dumps(VALID),
+        "<think>maybe " + json.dumps({**VALID, "risk_level": "none"}) + " or not</think>\n" + json.dumps(VALID),
+        "I reasoned {carefully}.</think>" + json.dumps(VALID),  # the template opened the think block
+        '{"answer": ' + json.dumps(VALID) + "}",
+        json.dumps(VALID) + "\n\nNote: {x} is uncertain.",
+        "<THINK>İstanbul {traffic}</Think>" + json.dumps(VALID),  # found by atheris: lower() changes lengths
+    ],
+    ids=["brace-in-prose", "object-before", "think-block", "only-closing-tag", "wrapped", "prose-after", "case"],
+)
+def test_the_verdict_is_taken_past_braces_and_objects_before_it(reply: str) -> None:
+    assert parse_reply(reply) == LlmVerdict.model_validate(VALID)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("<think>" + json.dumps(VALID), "only a <think> block"),  # cut off while thinking
+        (json.dumps({**VALID, "involved_track_ids": [2**63]}), "involved_track_ids"),
+        (json.dumps({**VALID, "involved_track_ids": [-1]}), "involved_track_ids"),
+        (json.dumps({**VALID, "involved_track_ids": [True]}), "involved_track_ids"),
+        (json.dumps({**VALID, "risk_types": ["crowding"] * 17}), "risk_types"),
+        (json.dumps({**VALID, "risk_types": [7]}), "risk_types"),
+        ("{" * 1000 + json.dumps(VALID), "not valid JSON"),  # the scan gives up: bounded work
+    ],
+)
+def test_a_verdict_outside_the_schema_is_refused(reply: str, reason: str) -> None:
+    with pytest.raises(InvalidReply, match=reason):
+        parse_reply(reply)
+
+
+def test_unknown_risk_types_are_dropped_and_counted_and_names_are_normalised() -> None:
+    reply = json.dumps({**VALID, "risk_types": [" Crowding", "made_up", "tailgating", "crowding"]})
+    verdict = parse_reply(reply)
+    assert verdict.risk_types == ("crowding", "tailgating")
+    assert verdict.unknown_risk_types == 1  # a duplicate is no unknown type
+    assert parse_reply(reply, risk_types={"made_up"}).risk_types == ("made_up",)
+    # the reply cannot claim a count of its own
+    assert parse_reply(json.dumps({**VALID, "unknown_risk_types": 9})).unknown_risk_types == 0
+
+
+def test_a_prompt_file_may_add_risk_types() -> None:
+    book = PromptsConfig.model_validate({"risk_types": ["falling_load"]}).book()
+    assert {"falling_load", "crowding"} <= book.risk_types
+    with pytest.raises(ValueError, match="risk_types"):
+        PromptsConfig.model_validate({"risk_types": ["Bad Name"]})

@@ -158,6 +158,15 @@ function groupLevels(state) {
   return levels;
 }
 
+// "assessment failed: <kind>" per group whose latest assessment failed (its level is the last good one, stale).
+function groupFailures(state) {
+  const failed = {};
+  for (const group of (state.risk && state.risk.groups) || []) {
+    if (group.failure) failed[group.group_id] = `assessment failed: ${group.failure.kind}`;
+  }
+  return failed;
+}
+
 function draw(state) {
   const canvas = state.frame;
   const ctx = canvas.getContext("2d");
@@ -187,6 +196,7 @@ function draw(state) {
     label(ctx, `${d.class_name}${d.track_id ? " #" + d.track_id : ""}`, x1 * sx, y1 * sy, ctx.strokeStyle);
   }
   const levels = groupLevels(state);
+  const failed = groupFailures(state);
   for (const g of det.groups) {
     const level = levels[g.group_id] || "unspecified";
     const [x1, y1, x2, y2] = g.box;
@@ -196,13 +206,15 @@ function draw(state) {
     ctx.setLineDash(level === "unspecified" ? [6 * scale, 4 * scale] : []);
     ctx.strokeRect(x1 * sx - pad, y1 * sy - pad, (x2 - x1) * sx + 2 * pad, (y2 - y1) * sy + 2 * pad);
     ctx.setLineDash([]);
-    label(ctx, `${g.group_id}: ${level}`, x1 * sx - pad, (y2 * sy) + pad + 16 * scale, RISK_COLORS[level]);
+    const text = failed[g.group_id] ? `${g.group_id}: ${level} (${failed[g.group_id]})` : `${g.group_id}: ${level}`;
+    label(ctx, text, x1 * sx - pad, (y2 * sy) + pad + 16 * scale, RISK_COLORS[level]);
   }
   state.element.dataset.boxes = String(det.detections.length);
   state.element.dataset.groups = JSON.stringify(Object.fromEntries(
     det.groups.map((g) => [g.group_id, levels[g.group_id] || "unspecified"])));
   $(".groups", state.element).textContent = det.groups.length
-    ? det.groups.map((g) => `${g.group_id}: ${levels[g.group_id] || "—"}`).join("  ") : "";
+    ? det.groups.map((g) => `${g.group_id}: ${levels[g.group_id] || "—"}${failed[g.group_id] ? ` (${failed[g.group_id]})` : ""}`)
+      .join("  ") : "";
 }
 
 function label(ctx, text, x, y, color) {
@@ -224,6 +236,12 @@ function onRiskState(message) {
   const badge = $(".risk", state.element);
   badge.textContent = `risk: ${message.max_level}`;
   badge.className = `risk badge risk-${message.max_level}`;
+  // Shown on the camera too: a failing group may have no box in the latest frame.
+  const failures = (message.groups || []).filter((g) => g.failure);
+  state.element.dataset.failed = JSON.stringify(Object.fromEntries(failures.map((g) => [g.group_id, g.failure.kind])));
+  $(".failure", state.element).textContent = failures.length
+    ? failures.map((g) => `${g.group_id}: assessment failed: ${g.failure.kind}`).join("  ") : "";
+  $(".failure", state.element).title = failures.map((g) => g.failure.message).join("\n");
   draw(state);
   renderSummary();
 }
@@ -252,6 +270,7 @@ function onAlert(alert) {
   item.dataset.time = String(alert.completed_time || alert.capture_time || 0);
   const when = new Date(1000 * (alert.completed_time || alert.capture_time || Date.now() / 1000));
   const text = alert.failure ? `assessment failed: ${alert.failure.kind}` : (alert.description || "");
+  if (alert.failure) item.title = alert.failure.message;
   item.innerHTML = "<div><strong></strong> <span class='level'></span></div><div class='text'></div><div class='meta'></div>";
   $("strong", item).textContent = `${alert.camera_id} · ${alert.group_id}`;
   $(".level", item).textContent = level.toUpperCase();

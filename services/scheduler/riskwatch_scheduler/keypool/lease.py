@@ -22,6 +22,8 @@ class OutcomeKind(StrEnum):
     TIMEOUT = "timeout"
     AUTH_ERROR = "auth_error"
     OTHER_ERROR = "other_error"
+    # the key answered, but not with the verdict asked for: a failure of the call that neither cools nor disables it
+    INVALID_REPLY = "invalid_reply"
     # the call was given up by us (cancelled, or cut short by the task's deadline): says nothing about the key
     ABANDONED = "abandoned"
 
@@ -62,6 +64,10 @@ class Outcome:
         return _OTHER_ERROR
 
     @classmethod
+    def invalid_reply(cls) -> Outcome:
+        return _INVALID_REPLY
+
+    @classmethod
     def abandoned(cls) -> Outcome:
         return _ABANDONED
 
@@ -71,6 +77,7 @@ _SERVER_ERROR = Outcome(OutcomeKind.SERVER_ERROR)
 _TIMEOUT = Outcome(OutcomeKind.TIMEOUT)
 _AUTH_ERROR = Outcome(OutcomeKind.AUTH_ERROR)
 _OTHER_ERROR = Outcome(OutcomeKind.OTHER_ERROR)
+_INVALID_REPLY = Outcome(OutcomeKind.INVALID_REPLY)
 _ABANDONED = Outcome(OutcomeKind.ABANDONED)
 
 
