@@ -34,11 +34,15 @@ def task_id(event_id_: str, group_id: str) -> str:
     return f"{event_id_}/{group_id}"
 
 
-def decode(message_type: type[M], data: bytes, *, what: str) -> M:
-    """Parse `data` as `message_type`, raising DecodeError that says what could not be decoded and why."""
+def decode(message_type: type[M], data: bytes, *, what: str, required: tuple[str, ...] = ()) -> M:
+    """Parse `data` as `message_type`, raising DecodeError that says what could not be decoded and why; each
+    field named in `required` must be set (non-empty)."""
     message = message_type()
     try:
         message.ParseFromString(data)
     except (ProtobufDecodeError, ValueError, TypeError) as exc:
         raise DecodeError(f"{what}: not a valid {message_type.__name__} ({exc})") from exc
+    missing = [name for name in required if not getattr(message, name)]
+    if missing:
+        raise DecodeError(f"{what}: {message_type.__name__} without {' or '.join(missing)}")
     return message

@@ -41,10 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:
-    result = events.decode(events_pb2.AssessmentResult, record.value, what=record.where)
-    if not result.task_id or not result.camera_id:
-        raise DecodeError(f"{record.where}: AssessmentResult without task_id or camera_id")
-    return result
+    return events.decode(
+        events_pb2.AssessmentResult, record.value, what=record.where, required=("task_id", "camera_id")
+    )
 
 
 class Aggregator:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Locator, Page, async_playwright
 
 from riskwatch.cache import InMemoryCache, keys
 from riskwatch.events import timestamp
@@ -65,20 +65,31 @@ async def pixel(page: Page, x: int, y: int) -> list[int]:
     return rgba
 
 
-async def test_dashboard_shows_boxes_and_risk_colours(
-    browser: Browser, gateway: GatewayApp, cache: InMemoryCache
-) -> None:
+async def open_dashboard(browser: Browser, gateway: GatewayApp) -> tuple[Page, list[str]]:
+    """The dashboard in a new page, and the page's script errors as they happen."""
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    return page, errors
+
+
+async def show_a_street_frame(page: Page, gateway: GatewayApp) -> Locator:
+    """cam-01's tile once the dashboard is connected and shows one pushed frame with its two detections."""
     await page.wait_for_selector('#connection[data-state="online"]', timeout=10_000)
     tile = page.locator('[data-camera="cam-01"]')
     await tile.wait_for(timeout=10_000)
-
     frame = detector_pb2.Frame(camera_id="cam-01", frame_id=1, capture_time=timestamp(), image=street_frame())
     await gateway.cameras.get("cam-01").push(frame)
     await page.wait_for_selector('[data-camera="cam-01"][data-boxes="2"]', timeout=10_000)
+    return tile
+
+
+async def test_dashboard_shows_boxes_and_risk_colours(
+    browser: Browser, gateway: GatewayApp, cache: InMemoryCache
+) -> None:
+    page, errors = await open_dashboard(browser, gateway)
+    tile = await show_a_street_frame(page, gateway)
     assert json.loads(await tile.get_attribute("data-groups") or "{}") == {"g1": "unspecified"}
 
     # The aggregator records a verdict: an alert, then the new state.
@@ -158,10 +169,7 @@ async def test_timeline_shows_the_recent_history_on_page_load(
     state.updated_time.CopyFrom(timestamp(now - 60))
     await publish_state(cache, state)
 
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
+    page, errors = await open_dashboard(browser, gateway)
     await page.wait_for_selector('[data-camera="cam-01"][data-history]', timeout=10_000)
 
     async def timeline_rgb(seconds_ago: float) -> list[int]:
@@ -199,16 +207,8 @@ async def test_a_camera_that_is_not_online_shows_why_next_to_it(
 async def test_a_failed_assessment_shows_on_the_group_the_camera_and_the_alert_list(
     browser: Browser, gateway: GatewayApp, cache: InMemoryCache
 ) -> None:
-    page = await browser.new_page(viewport={"width": 1280, "height": 800})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"http://127.0.0.1:{gateway.http_port}/")
-    await page.wait_for_selector('#connection[data-state="online"]', timeout=10_000)
-    tile = page.locator('[data-camera="cam-01"]')
-    await tile.wait_for(timeout=10_000)
-    frame = detector_pb2.Frame(camera_id="cam-01", frame_id=1, capture_time=timestamp(), image=street_frame())
-    await gateway.cameras.get("cam-01").push(frame)
-    await page.wait_for_selector('[data-camera="cam-01"][data-boxes="2"]', timeout=10_000)
+    page, errors = await open_dashboard(browser, gateway)
+    tile = await show_a_street_frame(page, gateway)
 
     # What the aggregator does with a failure: the failure alert, then the state with the group marked failed.
     failure = events_pb2.Failure(kind=events_pb2.FAILURE_KIND_INVALID_REPLY, message="key-1: the reply is empty")

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
 from riskwatch.domain import FailureKind, PromptFeatures
-from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.llm_client import Assessment, LlmClient
@@ -52,10 +51,7 @@ class FailureLog:
 
 
 def decode_task(record: Record) -> events_pb2.AssessmentTask:
-    task = events.decode(events_pb2.AssessmentTask, record.value, what=record.where)
-    if not task.task_id or not task.camera_id:
-        raise DecodeError(f"{record.where}: AssessmentTask without task_id or camera_id")
-    return task
+    return events.decode(events_pb2.AssessmentTask, record.value, what=record.where, required=("task_id", "camera_id"))
 
 
 class LlmScheduler:

@@ -66,9 +66,9 @@ RELEASE_EVERY_S = 0.1
 
 
 def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
-    event = events.decode(events_pb2.DetectionEvent, record.value, what=record.where)
-    if not event.camera_id or not event.event_id:
-        raise DecodeError(f"{record.where}: DetectionEvent without camera_id or event_id")
+    event = events.decode(
+        events_pb2.DetectionEvent, record.value, what=record.where, required=("camera_id", "event_id")
+    )
     group_ids = [group.group_id for group in event.groups]
     if len(set(group_ids)) != len(group_ids):
         raise DecodeError(f"{record.where}: DetectionEvent {event.event_id} repeats a group id")
@@ -76,10 +76,9 @@ def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:
-    result = events.decode(events_pb2.AssessmentResult, record.value, what=record.where)
-    if not result.camera_id or not result.group_id:
-        raise DecodeError(f"{record.where}: AssessmentResult without camera_id or group_id")
-    return result
+    return events.decode(
+        events_pb2.AssessmentResult, record.value, what=record.where, required=("camera_id", "group_id")
+    )
 
 
 class TaskGenerator:
