@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -19,6 +19,12 @@ from riskwatch.errors import InvalidFrame
 from riskwatch.events import event_id, timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_gateway.config import CameraConfig, CamerasConfig, GatewayConfig, GatewaySettings, SourcesConfig
+
+if TYPE_CHECKING:
+    from riskwatch_gateway.app import GatewayApp
+
+# The tests' `start_gateway` fixture: settings (or the test defaults) in, a started gateway out.
+GatewayFactory = Callable[..., Awaitable["GatewayApp"]]
 
 Message = dict[str, Any]
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from riskwatch.cache import InMemoryCache
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig, GatewaySettings
-from riskwatch_gateway.testing import FakeDetector, make_settings
+from riskwatch_gateway.testing import FakeDetector, GatewayFactory, make_settings
 
 
 @pytest.fixture
@@ -38,9 +37,6 @@ def detector() -> FakeDetector:
 @pytest.fixture
 def cache() -> InMemoryCache:
     return InMemoryCache()
-
-
-GatewayFactory = Callable[..., Any]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.testing import make_settings, publish_alert, publish_state, risk_state
+from riskwatch_gateway.testing import GatewayFactory, make_settings, publish_alert, publish_state, risk_state
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -190,9 +190,9 @@ async def test_timeline_shows_the_recent_history_on_page_load(
 
 
 async def test_a_camera_that_is_not_online_shows_why_next_to_it(
-    browser: Browser, start_gateway: object, tmp_path: Path
+    browser: Browser, start_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-gone", source=str(tmp_path / "gone.avi"))], reconnect_initial_s=0.2)
     )
     page = await browser.new_page()

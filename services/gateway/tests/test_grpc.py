@@ -21,7 +21,7 @@ from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.testing import FakeDetector, jpeg, make_settings, publish_state, risk_state
+from riskwatch_gateway.testing import FakeDetector, GatewayFactory, jpeg, make_settings, publish_state, risk_state
 
 GRPCURL = Path(os.environ.get("GRPCURL", Path.home() / ".cache/riskwatch/bin/grpcurl"))
 
@@ -62,9 +62,9 @@ async def test_push_frames_answers_every_frame_in_order(
 
 
 async def test_push_frames_registers_unknown_cameras_and_refuses_source_cameras(
-    start_gateway: object, video: Path
+    start_gateway: GatewayFactory, video: Path
 ) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-file", source=str(video), loop=True)], auto_register_push_cameras=True)
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
@@ -214,8 +214,8 @@ async def test_health_reports_serving(gateway: GatewayApp) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_token_is_required_when_configured_but_not_for_health(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(make_settings(auth_token="s3cret"))  # type: ignore[operator]
+async def test_token_is_required_when_configured_but_not_for_health(start_gateway: GatewayFactory) -> None:
+    gateway: GatewayApp = await start_gateway(make_settings(auth_token="s3cret"))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as denied:

@@ -10,7 +10,15 @@ from websockets.asyncio.client import connect
 from riskwatch.cache import InMemoryCache
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.testing import make_settings, of_type, publish_state, recv_until, risk_state, send
+from riskwatch_gateway.testing import (
+    GatewayFactory,
+    make_settings,
+    of_type,
+    publish_state,
+    recv_until,
+    risk_state,
+    send,
+)
 
 
 def base(gateway: GatewayApp) -> str:
@@ -48,8 +56,8 @@ async def test_cameras_are_managed_over_rest(gateway: GatewayApp, cache: InMemor
         assert "riskwatch_ws_dropped_total" in metrics
 
 
-async def test_token_protects_rest_and_websocket(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+async def test_token_protects_rest_and_websocket(start_gateway: GatewayFactory) -> None:
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-01", source="push")], auth_token="s3cret")
     )
     async with httpx.AsyncClient(base_url=base(gateway)) as http:
@@ -71,10 +79,8 @@ async def test_token_protects_rest_and_websocket(start_gateway: object) -> None:
         await recv_until(ws, of_type("pong"))
 
 
-async def test_browsers_from_other_origins_are_refused_unless_allowed(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
-        make_settings(allowed_origins=["http://ops.example"])
-    )
+async def test_browsers_from_other_origins_are_refused_unless_allowed(start_gateway: GatewayFactory) -> None:
+    gateway: GatewayApp = await start_gateway(make_settings(allowed_origins=["http://ops.example"]))
     url = f"ws://127.0.0.1:{gateway.http_port}/ws"
     with pytest.raises(websockets.exceptions.InvalidStatus):
         async with connect(url, origin="http://evil.example"):  # type: ignore[arg-type]

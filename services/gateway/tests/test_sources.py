@@ -24,14 +24,14 @@ from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig, SourceRefused, SourcesConfig, device_index
 from riskwatch_gateway.messages import redact_source
 from riskwatch_gateway.sources import EncodeOptions, check_url_host, preview_from_jpeg
-from riskwatch_gateway.testing import FakeDetector, make_settings, of_type, recv_until, send
+from riskwatch_gateway.testing import FakeDetector, GatewayFactory, make_settings, of_type, recv_until, send
 
 
 async def test_video_file_is_sampled_at_the_camera_rate_and_loops(
-    start_gateway: object, detector: FakeDetector, video: Path
+    start_gateway: GatewayFactory, detector: FakeDetector, video: Path
 ) -> None:
     # The clip lasts 2 s; at 5 fps over 3 s we get ~15 frames only if it loops.
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-v", source=str(video), fps=5, loop=True)])
     )
     started = time.monotonic()
@@ -46,11 +46,9 @@ async def test_video_file_is_sampled_at_the_camera_rate_and_loops(
 
 
 async def test_file_without_loop_goes_offline_at_the_end(
-    start_gateway: object, detector: FakeDetector, video: Path
+    start_gateway: GatewayFactory, detector: FakeDetector, video: Path
 ) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
-        make_settings([CameraConfig(id="cam-v", source=str(video), fps=10)])
-    )
+    gateway: GatewayApp = await start_gateway(make_settings([CameraConfig(id="cam-v", source=str(video), fps=10)]))
     async with connect(f"ws://127.0.0.1:{gateway.http_port}/ws") as ws:
         await send(ws, {"type": "subscribe", "cameras": ["cam-v"], "detections": False})
         status = await recv_until(ws, of_type("camera_status", status="offline"), timeout=8)
@@ -59,10 +57,10 @@ async def test_file_without_loop_goes_offline_at_the_end(
 
 
 async def test_missing_source_reconnects_with_backoff_and_recovers(
-    start_gateway: object, tmp_path: Path, video: Path
+    start_gateway: GatewayFactory, tmp_path: Path, video: Path
 ) -> None:
     late = tmp_path / "late.avi"
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings(
             [CameraConfig(id="cam-late", source=str(late), fps=5, loop=True)],
             reconnect_initial_s=0.2,
@@ -140,11 +138,11 @@ def brightness(frame: detector_pb2.Frame) -> float:
     return float(image.mean())
 
 
-async def test_a_replaced_file_is_read_again(start_gateway: object, detector: FakeDetector, tmp_path: Path) -> None:
+async def test_a_replaced_file_is_read_again(
+    start_gateway: GatewayFactory, detector: FakeDetector, tmp_path: Path
+) -> None:
     source = solid_clip(tmp_path / "feed.avi", 30)
-    await start_gateway(  # type: ignore[operator]
-        make_settings([CameraConfig(id="cam-f", source=str(source), fps=5, loop=True)])
-    )
+    await start_gateway(make_settings([CameraConfig(id="cam-f", source=str(source), fps=5, loop=True)]))
     await asyncio.sleep(1.0)
     assert detector.frames and all(brightness(f) < 100 for f in detector.frames)
     # Replaced as tools do it (a new file renamed over the old one): the open capture still reads the old inode.
@@ -155,11 +153,11 @@ async def test_a_replaced_file_is_read_again(start_gateway: object, detector: Fa
 
 
 async def test_a_looping_still_image_stays_online(
-    start_gateway: object, detector: FakeDetector, tmp_path: Path
+    start_gateway: GatewayFactory, detector: FakeDetector, tmp_path: Path
 ) -> None:
     image = tmp_path / "still.png"
     cv2.imwrite(str(image), np.full((48, 64, 3), 128, np.uint8))
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-s", source=str(image), fps=5, loop=True)])
     )
     seen: list[dict[str, object]] = []
@@ -172,8 +170,8 @@ async def test_a_looping_still_image_stays_online(
     assert 10 <= len(detector.frames) <= 17
 
 
-async def test_a_configured_camera_whose_host_does_not_resolve_keeps_retrying(start_gateway: object) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+async def test_a_configured_camera_whose_host_does_not_resolve_keeps_retrying(start_gateway: GatewayFactory) -> None:
+    gateway: GatewayApp = await start_gateway(
         make_settings(
             [CameraConfig(id="cam-dns", source="rtsp://no-such-host.invalid/live")],
             reconnect_initial_s=0.1,

@@ -22,6 +22,7 @@ from riskwatch_gateway.config import CameraConfig
 from riskwatch_gateway.fanout import Update, UpdateKind
 from riskwatch_gateway.testing import (
     FakeDetector,
+    GatewayFactory,
     Message,
     jpeg,
     make_settings,
@@ -214,9 +215,9 @@ def _dropped(reason: str) -> float:
 
 
 async def test_a_stalled_client_neither_delays_others_nor_loses_risk_changes(
-    start_gateway: object, cache: InMemoryCache
+    start_gateway: GatewayFactory, cache: InMemoryCache
 ) -> None:
-    gateway: GatewayApp = await start_gateway(  # type: ignore[operator]
+    gateway: GatewayApp = await start_gateway(
         make_settings([CameraConfig(id="cam-01", source="push")], client_queue_size=8)
     )
     before = _dropped("queue_full")
@@ -275,12 +276,10 @@ async def test_push_camera_status_and_measured_fps(gateway: GatewayApp) -> None:
 
 
 async def test_slow_detector_keeps_only_the_newest_frame(
-    start_gateway: object, detector: FakeDetector, video: object
+    start_gateway: GatewayFactory, detector: FakeDetector, video: object
 ) -> None:
     detector.delay_s = 0.5
-    await start_gateway(  # type: ignore[operator]
-        make_settings([CameraConfig(id="cam-slow", source=str(video), fps=10)])
-    )
+    await start_gateway(make_settings([CameraConfig(id="cam-slow", source=str(video), fps=10)]))
     await asyncio.sleep(2.0)
     captured = (
         REGISTRY.get_sample_value("riskwatch_gateway_frames_total", {"camera": "cam-slow", "outcome": "captured"}) or 0
