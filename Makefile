@@ -6,7 +6,7 @@ PY := $(UV) run --frozen
 PROTO_FILES := $(wildcard proto/riskwatch/v1/*.proto)
 GEN_STAMP := libs/riskwatch/v1/__init__.py
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := frame records reply llmsim config api-keys
+FUZZ_TARGETS := frame records reply llmsim config api-keys grpcweb
 
 .PHONY: fuzz bench bench-detector bench-scheduler bench-taskgen help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 

@@ -11,6 +11,7 @@ error; anything else is a crash that libFuzzer reports with the input saved as c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ with atheris.instrument_imports():
     import riskwatch.config.loader as config_loader
     import riskwatch_llmsim.protocol as llmsim_protocol
     from riskwatch import imaging
+    from riskwatch_gateway import access, grpcweb
     from riskwatch_scheduler import keys_config, prompt, scheduler, taskgen
 
 from riskwatch.bus import Record
@@ -101,6 +103,19 @@ def api_keys(data: bytes) -> None:
         assert str(exc).startswith(f"{path}: ") and "S3CR3T" not in str(exc), str(exc)
 
 
+def grpc_web(data: bytes) -> None:
+    """A gRPC-web text body and its headers: decoded or ValueError, and a well-formed body decodes to its bytes."""
+    with contextlib.suppress(ValueError):
+        grpcweb.decode_text(data)
+    assert grpcweb.decode_text(base64.b64encode(data)) == data
+    header = data.decode("latin-1")
+    with contextlib.suppress(ValueError):
+        timeout = grpcweb.parse_timeout(header)
+        assert timeout is not None and 0 <= timeout <= 99_999_999 * 3600
+    token = access.bearer_token(header)
+    assert token is None or header.lower().startswith("bearer")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frame": frame,
     "records": records,
@@ -108,6 +123,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "llmsim": llmsim,
     "config": config,
     "api-keys": api_keys,
+    "grpcweb": grpc_web,
 }
 
 
@@ -143,6 +159,8 @@ def seeds(name: str) -> list[bytes]:
         from riskwatch_llmsim.testing import chat_request, sample_features
 
         return [json.dumps(chat_request(sample_features())).encode()]
+    if name == "grpcweb":
+        return [base64.b64encode(b"\x00\x00\x00\x00\x02hi") * 2, b"5S", b"Bearer abc"]
     if name == "config":
         return [(repo / "config" / "kafka.yaml").read_bytes()]
     text = (repo / "config" / "api_keys.yaml").read_bytes()
