@@ -4,7 +4,13 @@ One module per concept, each with its conversions to and from the proto enums an
 JSON forms on the wire, so a service never spells a level, a feature or a failure kind itself.
 """
 
-from riskwatch.domain.cameras import CAMERA_ID_PATTERN, CameraId, check_camera_id, is_valid_camera_id
+from riskwatch.domain.cameras import (
+    CAMERA_ID_PATTERN,
+    CameraId,
+    check_camera_id,
+    is_valid_camera_id,
+    loggable_camera_id,
+)
 from riskwatch.domain.failures import FailureKind
 from riskwatch.domain.features import FeatureError, GroupFeatures, PromptFeatures
 from riskwatch.domain.risk import RISK_TYPES, VERDICT_LEVELS, RiskLevel
@@ -21,4 +27,5 @@ __all__ = [
     "RiskLevel",
     "check_camera_id",
     "is_valid_camera_id",
+    "loggable_camera_id",
 ]

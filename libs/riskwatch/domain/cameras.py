@@ -24,6 +24,11 @@ def is_valid_camera_id(camera_id: str) -> bool:
     return _CAMERA_ID.fullmatch(camera_id) is not None
 
 
+def loggable_camera_id(camera_id: str) -> str:
+    """`camera_id` if it is a valid camera id, else "": a client's raw id goes into no log line or answer."""
+    return camera_id if is_valid_camera_id(camera_id) else ""
+
+
 def check_camera_id(camera_id: str) -> str:
     """`camera_id` if it is a valid camera id, else InvalidRequest saying what a camera id may hold."""
     if not is_valid_camera_id(camera_id):

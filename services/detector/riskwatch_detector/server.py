@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from riskwatch import rpc
-from riskwatch.domain.cameras import is_valid_camera_id
+from riskwatch.domain.cameras import loggable_camera_id
 from riskwatch.errors import PortInUse, RiskwatchError
 from riskwatch.v1 import detector_pb2, detector_pb2_grpc
 from riskwatch_detector.config import DetectorSettings
@@ -47,10 +47,12 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
                 event = await self._detector.detect(frame)
                 await answers.put(detector_pb2.DetectStreamResponse(event=event))
             except RiskwatchError as exc:
-                log.info("camera %s frame %d: %s", _shown_id(frame), frame.frame_id, exc)
+                log.info("camera %s frame %d: %s", loggable_camera_id(frame.camera_id), frame.frame_id, exc)
                 await answers.put(_frame_error(frame, str(exc)))
             except Exception as exc:  # a bug on one frame must not end the stream for every other camera
-                log.exception("camera %s frame %d: detection failed", _shown_id(frame), frame.frame_id)
+                log.exception(
+                    "camera %s frame %d: detection failed", loggable_camera_id(frame.camera_id), frame.frame_id
+                )
                 await answers.put(_frame_error(frame, f"internal error: {type(exc).__name__}: {exc}"))
             finally:
                 slots.release()
@@ -80,13 +82,10 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
                 await reader
 
 
-def _shown_id(frame: detector_pb2.Frame) -> str:
-    """The frame's camera id if valid, else "": a client's raw id goes into no log line or answer."""
-    return frame.camera_id if is_valid_camera_id(frame.camera_id) else ""
-
-
 def _frame_error(frame: detector_pb2.Frame, message: str) -> detector_pb2.DetectStreamResponse:
-    error = detector_pb2.FrameError(camera_id=_shown_id(frame), frame_id=frame.frame_id, message=message)
+    error = detector_pb2.FrameError(
+        camera_id=loggable_camera_id(frame.camera_id), frame_id=frame.frame_id, message=message
+    )
     return detector_pb2.DetectStreamResponse(error=error)
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from riskwatch.domain.cameras import is_valid_camera_id
+from riskwatch.domain.cameras import loggable_camera_id
 from riskwatch.errors import InvalidFrame, InvalidRequest, LimitReached, RiskwatchError
 from riskwatch.v1 import detector_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway import metrics
@@ -45,8 +45,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         with self._stream_slot("PushFrames"):
             async for request in request_iterator:
                 frame = request.frame
-                # A client's id goes into logs and answers only once it is known to be a valid camera id.
-                camera_id = frame.camera_id if is_valid_camera_id(frame.camera_id) else ""
+                camera_id = loggable_camera_id(frame.camera_id)
                 try:
                     event = await self._cameras.push_target(frame.camera_id).push(frame)
                 except RiskwatchError as exc:
