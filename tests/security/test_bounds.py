@@ -74,13 +74,18 @@ def test_a_flood_of_big_pings_from_a_non_reading_client_does_not_grow_the_gatewa
 def test_a_client_sending_more_than_1_mib_is_disconnected(gateway: Stack) -> None:
     before = rss_mb(gateway)
     payload = json.dumps({"type": "ping", "request_id": "x" * (1024 * 1024)})
-    with ws(gateway) as client:
-        with contextlib.suppress(ConnectionClosed):
-            for _ in range(30):
-                client.send(payload)
-        with pytest.raises(ConnectionClosed) as closed:
-            client.recv(timeout=10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    # The gateway sends close 1009 and closes its socket with the client's data unread, so TCP may reset the
+    # connection before the close frame is read: every attempt must be cut off, and the code, when it arrives, 1009.
+    codes: list[int | None] = []
+    while len(codes) < 5 and 1009 not in codes:
+        with ws(gateway) as client:
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(30):
+                    client.send(payload)
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv(timeout=10)
+        codes.append(closed.value.rcvd.code if closed.value.rcvd is not None else None)
+    assert 1009 in codes and set(codes) <= {1009, None}, codes
     assert rss_mb(gateway) - before < RSS_GROWTH_BOUND_MB
     with ws(gateway) as other:  # the gateway serves everyone else on
         assert reply_to(other, {"type": "ping", "request_id": 1}) == {"type": "pong", "request_id": 1}
