@@ -18,24 +18,19 @@ import numpy as np
 import openai
 
 from riskwatch.config import load_settings
+from riskwatch.domain import GroupFeatures, PromptFeatures
 from riskwatch.errors import ConfigError
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.keys_config import ApiKeyConfig, ApiKeysConfig, load_api_keys
 from riskwatch_scheduler.llm_client import default_client_factory
 from riskwatch_scheduler.prompt import DEFAULT_PROMPT, InvalidReply, build_messages, parse_reply
 
-FEATURES = {
-    "camera_id": "verify",
-    "group_id": "verify",
-    "member_track_ids": [1, 2],
-    "vehicles": 1,
-    "pedestrians": 1,
-    "two_wheelers": 0,
-    "others": 0,
-    "min_ped_vehicle_distance": 2.0,
-    "density": 0.5,
-    "min_spacing": 2.0,
-}
+FEATURES = PromptFeatures(
+    camera_id="verify",
+    group_id="verify",
+    member_track_ids=(1, 2),
+    features=GroupFeatures(vehicles=1, pedestrians=1, min_ped_vehicle_distance=2.0, density=0.5, min_spacing=2.0),
+).to_dict()
 
 
 def tiny_jpeg() -> bytes:

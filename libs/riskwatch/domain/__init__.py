@@ -4,6 +4,7 @@ One module per concept, each with its conversions to and from the proto enums an
 JSON forms on the wire, so a service never spells a level, a feature or a failure kind itself.
 """
 
+from riskwatch.domain.calibration import Calibration, CalibrationError
 from riskwatch.domain.cameras import (
     CAMERA_ID_PATTERN,
     CameraId,
@@ -19,6 +20,8 @@ __all__ = [
     "CAMERA_ID_PATTERN",
     "RISK_TYPES",
     "VERDICT_LEVELS",
+    "Calibration",
+    "CalibrationError",
     "CameraId",
     "FailureKind",
     "FeatureError",

@@ -23,7 +23,8 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GroupFeatures:
-    """Distances are in units of the members' mean box size (independent of resolution and camera distance)."""
+    """Distances are in units of the members' mean box size (independent of resolution and camera distance);
+    times in seconds."""
 
     vehicles: int = 0
     pedestrians: int = 0
@@ -35,6 +36,14 @@ class GroupFeatures:
     density: float = 0.0
     # Smallest gap between any two members; None for single-member groups.
     min_spacing: float | None = None
+    # The worst surrogate safety measures over the group's pairs (detector README): smallest time to collision
+    # and post-encroachment time (s), largest deceleration rate to avoid the crash (m/s², calibrated cameras
+    # only); None when no pair has one.
+    min_ttc_s: float | None = None
+    min_pet_s: float | None = None
+    max_drac_m_s2: float | None = None
+    # Fastest member, in box sizes per second; None when no member's motion is estimated yet.
+    max_speed_box_s: float | None = None
 
     @staticmethod
     def names() -> tuple[str, ...]:

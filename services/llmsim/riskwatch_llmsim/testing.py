@@ -38,6 +38,10 @@ def sample_features(**overrides: object) -> dict[str, object]:
         "min_ped_vehicle_distance": None,
         "density": 0.4,
         "min_spacing": 1.2,
+        "min_ttc_s": None,
+        "min_pet_s": None,
+        "max_drac_m_s2": None,
+        "max_speed_box_s": None,
     }
     features.update(overrides)
     return features

@@ -37,6 +37,10 @@ FEATURES: dict[str, object] = {
     "min_ped_vehicle_distance": 1.25,
     "density": 0.8,
     "min_spacing": None,
+    "min_ttc_s": None,
+    "min_pet_s": None,
+    "max_drac_m_s2": None,
+    "max_speed_box_s": None,
 }
 VALID = {
     "risk_level": "high",

@@ -32,6 +32,10 @@ FEATURES: dict[str, object] = {
     "min_ped_vehicle_distance": 0.8,
     "density": 0.4,
     "min_spacing": 1.2,
+    "min_ttc_s": None,
+    "min_pet_s": None,
+    "max_drac_m_s2": None,
+    "max_speed_box_s": None,
 }
 # the simulator checks the JPEG magic only
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000
