@@ -3,7 +3,8 @@
 Ground frame (metres): x across the street (right as the camera sees it), y along it away from the camera, z up.
 The street: two lanes, centre lines x = -1.75 (traffic going away, +y) and x = +1.75 (coming towards the camera,
 -y), kerbs at x = ±3.5, pavements beyond. The camera stands 8 m up on the kerb line x = 0, y = 0, looking along
-+y, pitched 25° down: a 1280×720 image sees the ground from about 7.5 m to 140 m.
++y, pitched 25° down: its 640×360 detection stream (the substream NVRs feed detectors) sees the ground from about
+7.5 m to 140 m.
 
 Everything here is closed-form and independent of the system's code: the camera is a pinhole projection, each
 trajectory gives position and velocity at any time, and `render` draws each user's box (bottom centre = the
@@ -32,9 +33,9 @@ FloatArray = npt.NDArray[np.float64]
 class Camera:
     """A pinhole camera `height_m` above the ground at (0, 0), looking along +y, pitched down by `pitch_deg`."""
 
-    width_px: int = 1280
-    height_px: int = 720
-    focal_px: float = 900.0
+    width_px: int = 640
+    height_px: int = 360
+    focal_px: float = 450.0
     height_m: float = 8.0
     pitch_deg: float = 25.0
 
@@ -473,7 +474,7 @@ class Rendering:
     switches: tuple[tuple[int, float], ...] = field(default=())  # (user, time the gap starts)
 
 
-MIN_BOX_HEIGHT_PX = 12.0  # smaller boxes are beyond what the detector finds
+MIN_BOX_HEIGHT_PX = 10.0  # smaller boxes are beyond what the detector finds
 
 
 def boxes_at(camera: Camera, scenario: Scenario, t: float) -> tuple[FloatArray, list[int]]:
