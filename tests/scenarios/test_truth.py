@@ -115,14 +115,14 @@ def test_each_scenario_is_what_its_kind_says(seed: int) -> None:
 
 
 def test_an_episode_starts_where_the_true_ttc_first_drops_below_1_5_s() -> None:
-    # Head-on at 1.4 + 8 m/s meeting (centres) at t = 6 s: the discs (1.3 m) touch 1.3 / 9.4 s earlier, and
-    # TTC < 1.5 s from 1.5 s before that.
+    # Head-on at 1.4 + 8 m/s (times the scenario's speed factor) meeting centre to centre at `meet`: the discs
+    # (0.3 + 1.2 m) touch 1.5 m / closing speed earlier, and TTC < 1.5 s from 1.5 s before that.
     scenario = next(s for s in world.catalogue(np.random.default_rng(0)) if s.name == "ped_head_on_car")
     (episode,) = truth.episodes(scenario)
     k = np.hypot(*scenario.users[1].trajectory.velocity(np.array([0.0]))[0]) / 8.0
     closing = 9.4 * k
     meet = float(scenario.duration_s - 2.0)
-    assert episode.onset_s == pytest.approx(meet - 1.3 / closing - 1.5, abs=0.011)
+    assert episode.onset_s == pytest.approx(meet - 1.5 / closing - 1.5, abs=0.011)
 
 
 def test_noise_free_boxes_stand_on_the_true_ground_points() -> None:

@@ -202,8 +202,8 @@ class Body:
 
 
 PEDESTRIAN = Body(Category.PEDESTRIAN, "person", 0.3, 0.5, 1.7)
-CAR = Body(Category.VEHICLE, "car", 1.0, 1.8, 1.5)
-BICYCLE = Body(Category.TWO_WHEELER, "bicycle", 0.5, 0.6, 1.7)
+CAR = Body(Category.VEHICLE, "car", 1.2, 1.8, 1.5)
+BICYCLE = Body(Category.TWO_WHEELER, "bicycle", 0.6, 0.6, 1.7)
 MOTORCYCLE = Body(Category.TWO_WHEELER, "motorcycle", 0.6, 0.8, 1.5)
 # The scripted detector's class ids (COCO order).
 CLASS_IDS = {"person": 0, "bicycle": 1, "car": 2, "motorcycle": 3}
@@ -303,10 +303,10 @@ def catalogue(rng: np.random.Generator) -> list[Scenario]:
         _turning_motorcycle(y, meet, k, offset_s=0.0, kind=Kind.COLLISION, name="motorcycle_turns_into_car"),
         # -- near-misses: paths cross less than a second apart, or a late stop, without contact
         Scenario(
-            "car_car_crossing_pet_0_6",
+            "car_car_crossing_pet_0_7",
             Kind.NEAR_MISS,
             end,
-            (RoadUser("car_a", CAR, through(cross, meet + 0.6, (6.0 * k, 0.0))), crossing_car("car_b")),
+            (RoadUser("car_a", CAR, through(cross, meet + 0.7, (6.0 * k, 0.0))), crossing_car("car_b")),
         ),
         Scenario(
             "bike_behind_car_pet_0_8",
@@ -331,7 +331,7 @@ def catalogue(rng: np.random.Generator) -> list[Scenario]:
                     "car",
                     CAR,
                     Braking(
-                        (LANE_TOWARDS, y + 2.3 + car_v**2 / 13.0 + car_v * (meet - 2.0)),
+                        (LANE_TOWARDS, y + 2.5 + car_v**2 / 13.0 + car_v * (meet - 2.0)),
                         oncoming,
                         meet - 2.0,
                         6.5,
@@ -385,7 +385,7 @@ def catalogue(rng: np.random.Generator) -> list[Scenario]:
             end,
             (
                 RoadUser("parked", CAR, Linear((-KERB - 1.0, y), (0.0, 0.0))),
-                RoadUser("ped", PEDESTRIAN, through((-KERB - 3.0, y), meet, (0.0, ped_v))),
+                RoadUser("ped", PEDESTRIAN, through((-KERB - 3.2, y), meet, (0.0, ped_v))),
             ),
         ),
         Scenario(
@@ -411,8 +411,8 @@ def catalogue(rng: np.random.Generator) -> list[Scenario]:
             Kind.SAFE,
             end,
             (
-                RoadUser("stopped", CAR, Linear((LANE_AWAY, y + 6.0), (0.0, 0.0))),
-                # Brakes (3 m/s²) from t = 2 s with room to stop 4 m behind: TTC = v/6 + 4/v stays above 1.6 s.
+                RoadUser("stopped", CAR, Linear((LANE_AWAY, y + 7.0), (0.0, 0.0))),
+                # Brakes (3 m/s²) from t = 2 s with room to stop 4.6 m behind: TTC = v/6 + 4.6/v stays above 1.75 s.
                 RoadUser(
                     "braking", CAR, Braking((LANE_AWAY, y - car_v**2 / 6.0 - car_v * 2.0), (0.0, car_v), 2.0, 3.0)
                 ),
