@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,8 @@ def make_settings(cameras: list[CameraConfig] | None = None, **gateway: Any) -> 
     fields: dict[str, Any] = {"grpc_port": 0, "http_port": 0, "heartbeat_interval_s": 0.5, "status_interval_s": 0.5}
     # Tests read the clips they write under the temporary directory (pytest's tmp_path).
     fields["sources"] = SourcesConfig(media_roots=[Path(tempfile.gettempdir()), Path("var/data")])
+    # A state directory of its own (made only when something is written there); a restart test passes its own.
+    fields["state_dir"] = Path(tempfile.gettempdir()) / f"riskwatch-gateway-state-{uuid.uuid4().hex}"
     fields.update(gateway)
     return GatewaySettings(gateway=GatewayConfig(**fields), cameras=CamerasConfig(cameras=cameras or []))
 
