@@ -11,6 +11,7 @@ from riskwatch.errors import ConfigError
 from riskwatch.lifecycle import Service, run_until_signalled
 from riskwatch.runtime import memory_bus
 from riskwatch_aggregator.app import AggregatorApp
+from riskwatch_detector.backends import Backend
 from riskwatch_detector.service import Detector
 from riskwatch_embedded.config import EmbeddedSettings
 from riskwatch_gateway.app import GatewayApp
@@ -30,7 +31,8 @@ SIMULATOR_PORT_SETTING = (
 class EmbeddedSystem:
     """The same stage objects as streaming mode, sharing one in-memory bus and cache."""
 
-    def __init__(self, settings: EmbeddedSettings) -> None:
+    def __init__(self, settings: EmbeddedSettings, *, backend: Backend | None = None) -> None:
+        """`backend` stands in for the configured model (the scenario bench's scripted detector); None loads it."""
         self.settings = settings.gateway
         self.bus = memory_bus(settings.gateway)
         self.cache = InMemoryCache()
@@ -40,7 +42,11 @@ class EmbeddedSystem:
         scheduler = settings.scheduler
         self.scheduler = LlmSchedulerApp(scheduler, self.bus, build_llm_client(scheduler), self.cache)
         self.task_generator = TaskGeneratorApp(scheduler, self.bus, self.cache)
-        self.detector = Detector.from_settings(settings.detector, self.bus)
+        if backend is None:
+            self.detector = Detector.from_settings(settings.detector, self.bus)
+        else:
+            topic = settings.detector.kafka.topics.detection_results.name
+            self.detector = Detector(settings.detector.detector, backend, self.bus, topic)
         self.gateway = GatewayApp(settings.gateway, self.detector, self.cache)
         # Started in this order, stopped in reverse: consumers are ready before anything produces.
         self._services: list[Service] = [
