@@ -46,14 +46,16 @@ def frame_key(image: Image) -> int | None:
 class ScenarioBackend:
     """Implements riskwatch_detector.backends.Backend over registered frames (thread-safe registration)."""
 
-    def __init__(self) -> None:
+    def __init__(self, class_names: Mapping[int, str] | None = None) -> None:
+        """`class_names`: the model's, when replaying a real model's cached output (default: the scenarios')."""
+        self._class_names = dict(class_names or {class_id: name for name, class_id in CLASS_IDS.items()})
         self._frames: dict[int, RawDetections] = {}
         self._lock = threading.Lock()
         self.unknown = 0  # keyed images with no registered frame (a bench bug if ever non-zero)
 
     @property
     def class_names(self) -> Mapping[int, str]:
-        return {class_id: name for name, class_id in CLASS_IDS.items()}
+        return self._class_names
 
     @property
     def max_batch_size(self) -> int | None:
@@ -61,11 +63,16 @@ class ScenarioBackend:
 
     def register(self, frame: RenderedFrame) -> int:
         """Remember `frame`'s boxes; the key to write into its image (`frame_png`)."""
-        raw = RawDetections(
-            frame.boxes.astype(np.float32).reshape(-1, 4),
-            np.full(len(frame.users), SCORE, np.float32),
-            frame.class_ids.astype(np.int64),
+        return self.register_raw(
+            RawDetections(
+                frame.boxes.astype(np.float32).reshape(-1, 4),
+                np.full(len(frame.users), SCORE, np.float32),
+                frame.class_ids.astype(np.int64),
+            )
         )
+
+    def register_raw(self, raw: RawDetections) -> int:
+        """Remember a model's output for one frame (the bench replays cached real detections this way)."""
         with self._lock:
             key = len(self._frames)
             self._frames[key] = raw
