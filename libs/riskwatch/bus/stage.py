@@ -158,7 +158,7 @@ class Stage:
 
     async def _process(self, record: Record) -> None:
         outputs = await self._run_handler(record)
-        await self._publish_all(outputs, record)
+        await self.publish(outputs, record)
         self._consumer.ack(record)
         metrics.STAGE_RECORDS.labels(self.name, "processed").inc()
 
@@ -192,8 +192,10 @@ class Stage:
         key = (record.key or b"").decode(errors="replace")
         return Outgoing(topic, key, record.value, headers)
 
-    async def _publish_all(self, outputs: Sequence[Outgoing], record: Record) -> None:
-        """Publish every output, retrying only those not yet acknowledged (each a task, an LLM call downstream)."""
+    async def publish(self, outputs: Sequence[Outgoing], record: Record) -> None:
+        """Publish every output of `record`, retrying only those not yet acknowledged (each a task, an LLM call
+        downstream). The stage calls it with what the handler returns; a handler may call it itself for outputs
+        that must not wait for the rest (they are then acknowledged before the record is, like the others)."""
         pending = list(outputs)
         async for attempt in retrying(
             retry_on=_PublishFailed,

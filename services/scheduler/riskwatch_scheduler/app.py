@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
-from riskwatch.bus import EventBus, Stage
+from riskwatch.bus import EventBus, Outgoing, Record, Stage
 from riskwatch.cache import Cache
 from riskwatch.lifecycle import run_until_signalled
 from riskwatch.runtime import connect_bus, make_cache
@@ -28,7 +29,7 @@ class TaskGeneratorApp:
     def __init__(self, settings: SchedulerSettings, bus: EventBus, cache: Cache) -> None:
         topics = settings.kafka.topics
         group = settings.kafka.consumer_groups.task_generator
-        self.generator = TaskGenerator(settings)
+        self.generator = TaskGenerator(settings, publish=self._publish)
         self.stage = Stage(
             "task-generator",
             bus,
@@ -42,6 +43,10 @@ class TaskGeneratorApp:
             drain_timeout_s=settings.shutdown_grace_s,
         )
         self.health = HealthPublisher(cache, "task-generator", self.stage.health)
+
+    async def _publish(self, outputs: Sequence[Outgoing], record: Record) -> None:
+        """Provisional results go out through the stage's publishing path at once (see TaskGenerator)."""
+        await self.stage.publish(outputs, record)
 
     async def start(self) -> None:
         await self.generator.start()

@@ -19,7 +19,9 @@ from riskwatch_scheduler.policy.settings import (
     NO_CAMERA_OVERRIDES,
     CameraPolicy,
     PriorityWeights,
+    ProvisionalPolicy,
     RefreshIntervals,
+    SendNewGroups,
     ThresholdRule,
 )
 from riskwatch_scheduler.prompt import DEFAULT_PROMPT, PromptBook
@@ -34,6 +36,7 @@ class TaskGeneratorConfig(FrozenModel):
     min_group_size: int = Field(default=1, ge=1)
     membership_min_jaccard: float = Field(default=0.3, ge=0, le=1)
     thresholds: tuple[ThresholdRule, ...] = DEFAULT_THRESHOLDS
+    send_new_groups: SendNewGroups = SendNewGroups.ALWAYS
     trigger_on_recovery: bool = True
     refresh_s: RefreshIntervals = RefreshIntervals()
     min_group_interval_s: float = Field(default=1.0, ge=0)
@@ -45,6 +48,7 @@ class TaskGeneratorConfig(FrozenModel):
     camera_idle_s: float | None = Field(default=None, gt=0)
     max_records_in_flight: int = Field(default=2000, ge=1)
     priority: PriorityWeights = PriorityWeights()
+    provisional: ProvisionalPolicy = ProvisionalPolicy()
     cameras: dict[str, CameraPolicy] = Field(default_factory=dict)
 
     def camera(self, camera_id: str) -> CameraPolicy:

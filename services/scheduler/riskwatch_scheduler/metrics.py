@@ -11,6 +11,11 @@ TASKS_GENERATED = Counter(
 GROUPS_SKIPPED = Counter(
     "riskwatch_groups_skipped_total", "Groups not sent for assessment, by reason", ["camera_id", "reason"]
 )
+PROVISIONAL_ALERTS = Counter(
+    "riskwatch_provisional_alerts_total",
+    "Provisional results from measured danger (a conflict past taskgen.yaml provisional bounds), by level",
+    ["camera_id", "level"],
+)
 PENDING_TASKS = Gauge("riskwatch_taskgen_pending_tasks", "Triggered groups waiting for budget or an interval")
 
 # LLM scheduler.

@@ -19,6 +19,15 @@ Policy (config/taskgen.yaml documents every knob):
   priority; a verdict lower than the previous one is re-checked after `refresh_s.after_drop`. A group whose
   results never reach this instance is refreshed at the `unassessed` interval: more calls, never fewer.
 
+- Danger only (`send_new_groups: on_trigger`): a group that shows no danger measure (no crossed bound, no zone)
+  is not sent as new, nor for a membership change, nor refreshed while its last verdict is none: only when
+  something dangerous appears (or, once sent, when it recovers). The default `always` sends every new group.
+- Provisional results (policy/provisional.py): a group whose conflict is past the `provisional` bounds gets a
+  `measured` AssessmentResult on risk-assessment-results in the `handle` that sees its frame, whatever the budget,
+  the intervals or its pending task; once per conflict episode, again when the level rises. It is published
+  through the Stage's publishing path (`publish`, acknowledged before the record is), so it is at-least-once
+  like the tasks. The generator's own measured records coming back on the results topic are no verdicts.
+
 Every group of every event ends in exactly one of riskwatch_tasks_generated_total{reason} or
 riskwatch_groups_skipped_total{reason}, and item by item in the event's TaskDecisions record on task-decisions
 (sent with its trigger; skipped, superseded or expired with the reason): nothing disappears silently.
@@ -39,7 +48,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from riskwatch import events
 from riskwatch.bus import Outgoing, Record
@@ -48,9 +57,11 @@ from riskwatch.errors import DecodeError
 from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.config import SchedulerSettings
-from riskwatch_scheduler.metrics import GROUPS_SKIPPED, PENDING_TASKS, TASKS_GENERATED
+from riskwatch_scheduler.metrics import GROUPS_SKIPPED, PENDING_TASKS, PROVISIONAL_ALERTS, TASKS_GENERATED
 from riskwatch_scheduler.policy import triggers
 from riskwatch_scheduler.policy.fairshare import FairShareQueue, PendingTask, Resolved
+from riskwatch_scheduler.policy.provisional import ProvisionalEpisodes, measured_result
+from riskwatch_scheduler.policy.settings import SendNewGroups
 from riskwatch_scheduler.policy.triggers import GroupMemory, VerdictMemory
 
 log = logging.getLogger(__name__)
@@ -58,11 +69,16 @@ log = logging.getLogger(__name__)
 # Skip reasons besides those of policy/fairshare.py (budget, min_interval, camera_interval).
 TOO_SMALL = "too_small"
 NO_CHANGE = "no_change"
+# send_new_groups on_trigger: a trigger held (new, membership, refresh) but the group shows no danger measure.
+CALM = "calm"
 EXPIRED = "expired"
 # Decision reason of an expiry for a frame already older than max_task_age_s when it arrived (a backlog).
 LATE = "late"
 SWEEP_EVERY_S = 5.0
 RELEASE_EVERY_S = 0.1
+
+# Publishes a record's outputs before the record is acknowledged (the Stage's `publish`), retrying until they are.
+Publish = Callable[[Sequence[Outgoing], Record], Awaitable[None]]
 
 
 def decode_detection_event(record: Record) -> events_pb2.DetectionEvent:
@@ -84,13 +100,17 @@ def decode_result(record: Record) -> events_pb2.AssessmentResult:
 class TaskGenerator:
     """Stage handler for detection-results and risk-assessment-results; emits AssessmentTasks."""
 
-    def __init__(self, settings: SchedulerSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: SchedulerSettings, *, clock: Callable[[], float] = time.time, publish: Publish | None = None
+    ) -> None:
+        """`publish` sends provisional results at once; without it they go out with the record's other outputs."""
         self._config = settings.taskgen
         self._topic = settings.kafka.topics.assessment_tasks.name
         self._results_topic = settings.kafka.topics.risk_assessment_results.name
         self._decisions_topic = settings.kafka.topics.task_decisions.name
         self._deadline_s = settings.scheduler.task_deadline_s
         self._clock = clock
+        self._publish = publish
         config = self._config
         self._queue = FairShareQueue(
             config.llm_budget_per_s,
@@ -101,6 +121,7 @@ class TaskGenerator:
         )
         self._groups: dict[tuple[str, str], GroupMemory] = {}
         self._verdicts: dict[tuple[str, str], VerdictMemory] = {}
+        self._episodes = ProvisionalEpisodes(config.provisional.episode_gap_s)
         self._swept = clock()
         # When each camera last sent an event: cameras idle longer than camera_idle_s are forgotten.
         self._camera_seen: dict[str, float] = {}
@@ -109,6 +130,7 @@ class TaskGenerator:
         # Tallies of what the counters received, by (camera, reason): for tests and the benchmark.
         self.generated: Tally[tuple[str, str]] = Tally()
         self.skipped: Tally[tuple[str, str]] = Tally()
+        self.provisional: Tally[tuple[str, str]] = Tally()  # by (camera, level label)
 
     @property
     def pending(self) -> int:
@@ -135,19 +157,27 @@ class TaskGenerator:
             self.release()
 
     async def handle(self, record: Record) -> Sequence[Outgoing]:
-        """Results: remember the verdict. Detections: once every group is resolved, its tasks and decisions."""
+        """Results: remember the verdict. Detections: provisional results at once; then, once every group is
+        resolved, its tasks and decisions."""
         if record.topic == self._results_topic:
             self.observe_result(decode_result(record))
             self.release()
             return []
         event = decode_detection_event(record)
         loop = asyncio.get_running_loop()
+        provisional = [
+            Outgoing(self._results_topic, event.camera_id, result.SerializeToString())
+            for result in self.observe_danger(event)
+        ]
         outcomes = self.observe_event(event)
         queued = [o for o in outcomes if isinstance(o, PendingTask)]
         for item in queued:
             if item.resolution is None:  # a redelivered copy of the event shares the first copy's
                 item.resolution = loop.create_future()
         self.release()
+        if provisional and self._publish is not None:
+            await self._publish(provisional, record)
+            provisional = []
         resolved = iter(await asyncio.gather(*(item.resolution for item in queued if item.resolution is not None)))
         decisions = events_pb2.TaskDecisions(
             event_id=event.event_id,
@@ -156,7 +186,7 @@ class TaskGenerator:
             capture_time=event.capture_time,
             decided_time=events.timestamp(self._clock()),
         )
-        outgoing = []
+        outgoing = provisional
         for outcome in outcomes:
             if isinstance(outcome, PendingTask):
                 decision, task = next(resolved)
@@ -208,10 +238,13 @@ class TaskGenerator:
                 on_recovery=config.trigger_on_recovery,
                 refresh_after=refresh_after,
                 clock=now,
+                send_new=config.send_new_groups,
+                verdict_level=level,
             )
             if reason is None:
                 # Also when the group has a pending task: that frame showed a change, this one does not.
-                outcomes.append(self._skip(event, group, NO_CHANGE))
+                danger_only = config.send_new_groups is SendNewGroups.ON_TRIGGER
+                outcomes.append(self._skip(event, group, CALM if danger_only and seen.calm else NO_CHANGE))
                 continue
             zone_weights = [z.weight for z in camera.zones if z.name in seen.zones]
             priority = triggers.risk_score(
@@ -242,12 +275,32 @@ class TaskGenerator:
         self._sweep(now)
         return outcomes
 
+    def observe_danger(self, event: events_pb2.DetectionEvent) -> list[events_pb2.AssessmentResult]:
+        """The provisional results to publish for `event` now: its groups whose conflict is past the bounds and
+        whose episode has not yet been published at that level (a backlog frame raises none: it is stale)."""
+        now = self._clock()
+        capture = events.seconds(event.capture_time)
+        if capture < now - self._config.max_task_age_s:
+            return []
+        results = []
+        for group in event.groups:
+            if not group.HasField("conflict"):
+                continue
+            level = self._config.provisional.level(GroupFeatures.from_proto(group.features))
+            if level is not None and self._episodes.observe((event.camera_id, group.group_id), level, capture):
+                results.append(measured_result(event, group, level, now=now))
+                PROVISIONAL_ALERTS.labels(event.camera_id, level.label).inc()
+                self.provisional[event.camera_id, level.label] += 1
+        return results
+
     def observe_result(self, result: events_pb2.AssessmentResult) -> None:
         """Remember the group's latest verdict level (a failure makes it UNASSESSED); older results are ignored.
 
         A verdict lower than the previous one marks the group `dropped`: it is re-checked after
         `refresh_s.after_drop` so the aggregator gets the confirming verdict its de-escalation hold needs.
         """
+        if result.WhichOneof("outcome") == "measured":
+            return  # our own provisional result: a measurement, not the LLM's verdict
         key = (result.camera_id, result.group_id)
         capture = events.seconds(result.capture_time)
         current = self._verdicts.get(key)
@@ -285,6 +338,7 @@ class TaskGenerator:
         self, event: events_pb2.DetectionEvent, group: events_pb2.Group, reason: str, priority: float
     ) -> events_pb2.AssessmentTask:
         capture = events.seconds(event.capture_time)
+        members = frozenset(group.member_track_ids)
         return events_pb2.AssessmentTask(
             task_id=events.task_id(event.event_id, group.group_id),
             event_id=event.event_id,
@@ -298,6 +352,8 @@ class TaskGenerator:
             capture_time=event.capture_time,
             deadline=events.timestamp(capture + self._deadline_s),
             reason=reason,
+            members=[d for d in event.detections if d.track_id in members],
+            conflict=group.conflict if group.HasField("conflict") else None,
         )
 
     def _camera_interval(self, camera_id: str) -> float:
@@ -336,11 +392,13 @@ class TaskGenerator:
             del self._groups[key]
         for key in [k for k, v in self._verdicts.items() if v.last_seen < idle and k not in self._groups]:
             del self._verdicts[key]
+        self._episodes.forget(idle)
         for camera_id in [c for c, seen in self._camera_seen.items() if now - seen > self._camera_idle_s]:
             if self._queue.forget(camera_id):
                 del self._camera_seen[camera_id]
-                forget_camera(camera_id, TASKS_GENERATED, GROUPS_SKIPPED)
-                for tally in (self.generated, self.skipped):
+                forget_camera(camera_id, TASKS_GENERATED, GROUPS_SKIPPED, PROVISIONAL_ALERTS)
+                self._episodes.forget_camera(camera_id)
+                for tally in (self.generated, self.skipped, self.provisional):
                     for key in [k for k in tally if k[0] == camera_id]:
                         del tally[key]
 

@@ -440,7 +440,9 @@ async def test_every_group_of_every_event_is_decided_item_by_item_with_its_reaso
 
 def test_the_shipped_config_loads() -> None:
     settings = load_settings(SchedulerSettings, REPO / "config")
-    assert [r.reason for r in settings.taskgen.thresholds] == ["distance", "density", "crowd"]
+    assert [r.reason for r in settings.taskgen.thresholds] == ["ttc", "pet", "drac", "distance", "density", "crowd"]
+    # the file shows the defaults, as it says
+    assert settings.taskgen.model_dump(exclude={"cameras"}) == TaskGeneratorConfig().model_dump(exclude={"cameras"})
 
 
 def test_a_zone_outside_the_unit_square_fails_naming_the_file_and_field(tmp_path: Path) -> None:

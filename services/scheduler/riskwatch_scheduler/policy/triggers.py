@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from riskwatch.domain import GroupFeatures, RiskLevel
 from riskwatch.v1 import events_pb2
-from riskwatch_scheduler.policy.settings import PriorityWeights, ThresholdRule, Zone
+from riskwatch_scheduler.policy.settings import PriorityWeights, SendNewGroups, ThresholdRule, Zone
 
 NEW = "new"
 MEMBERSHIP = "membership"
@@ -23,6 +23,11 @@ class Observation:
     members: frozenset[int]
     bands: tuple[int, ...]  # per threshold rule: how many of its bounds are crossed
     zones: frozenset[str]  # zones with at least one member's ground point inside
+
+    @property
+    def calm(self) -> bool:
+        """No danger measure: no threshold bound crossed, no zone entered."""
+        return not self.zones and not any(self.bands)
 
 
 @dataclass(slots=True)
@@ -116,21 +121,35 @@ def trigger(
     on_recovery: bool,
     refresh_after: float,
     clock: float,
+    send_new: SendNewGroups = SendNewGroups.ALWAYS,
+    verdict_level: RiskLevel = RiskLevel.UNASSESSED,
 ) -> str | None:
-    """The reason to send this group now, or None. Checked most urgent first; the first that holds is named."""
+    """The reason to send this group now, or None. Checked most urgent first; the first that holds is named.
+
+    With `send_new` ON_TRIGGER a group is compared with a calm one until it is first sent (so it goes out when a
+    danger measure appears, named by it), and a calm group is sent for a membership change never, for a refresh
+    only while its last verdict is above NONE (known danger is re-checked; a calm group the LLM found calm is not).
+    """
+    danger_only = send_new is SendNewGroups.ON_TRIGGER
     if memory is None:
-        return NEW
-    sent = memory.sent
+        if not danger_only:
+            return NEW
+        sent = Observation(now.members, (0,) * len(now.bands), frozenset())
+    else:
+        sent = memory.sent
     if now.zones - sent.zones:
         return ZONE
     for rule, before, after in zip(rules, sent.bands, now.bands, strict=True):
         if after > before:
             return rule.reason
-    if jaccard(now.members, sent.members) < min_jaccard:
+    if memory is None:
+        return None
+    quiet = danger_only and now.calm
+    if jaccard(now.members, sent.members) < min_jaccard and not quiet:
         return MEMBERSHIP
     if on_recovery and (sent.zones - now.zones or any(a < b for a, b in zip(now.bands, sent.bands, strict=True))):
         return RECOVERY
-    if clock - memory.last_sent >= refresh_after:
+    if clock - memory.last_sent >= refresh_after and (not quiet or verdict_level > RiskLevel.NONE):
         return REFRESH
     return None
 
@@ -138,12 +157,24 @@ def trigger(
 def risk_score(
     features: GroupFeatures, weights: PriorityWeights, zone_weights: Iterable[float], verdict_level: RiskLevel
 ) -> float:
-    """A cheap 0..1 guess at how risky a group is; orders tasks when the LLM budget is short."""
+    """A cheap 0..1 guess at how risky a group is; orders tasks when the LLM budget is short.
+
+    The components combine as 1 - Π(1 - c); a group with a measured conflict (TTC, PET or DRAC) then scores in
+    [conflict_floor, 1] and any other in [0, conflict_floor), so near-misses go first.
+    """
     parts = [weights.for_verdict(verdict_level.label), *zone_weights]
     if features.min_ped_vehicle_distance is not None:
         parts.append(1.0 / (1.0 + max(features.min_ped_vehicle_distance, 0.0) / weights.distance_scale))
+    if features.min_ttc_s is not None:
+        parts.append(1.0 / (1.0 + max(features.min_ttc_s, 0.0) / weights.ttc_scale))
+    if features.min_pet_s is not None:
+        parts.append(1.0 / (1.0 + max(features.min_pet_s, 0.0) / weights.pet_scale))
+    if features.max_drac_m_s2 is not None:
+        parts.append(min(max(features.max_drac_m_s2, 0.0) / weights.drac_scale, 1.0))
     parts.append(weights.density_weight * min(max(features.density, 0.0) / weights.density_scale, 1.0))
     safe = 1.0
     for part in parts:
         safe *= 1.0 - min(max(part, 0.0), 1.0)
-    return round(1.0 - safe, 4)
+    floor = weights.conflict_floor
+    measured = any(v is not None for v in (features.min_ttc_s, features.min_pet_s, features.max_drac_m_s2))
+    return round(floor + (1.0 - floor) * (1.0 - safe) if measured else floor * (1.0 - safe), 4)
