@@ -42,8 +42,7 @@ from riskwatch_detector.backends import RawDetections, create_backend
 from riskwatch_detector.config import CategoryName, DetectorConfig, DetectorSettings
 from riskwatch_detector.kinematics import CameraMotion, PairMeasurer
 from riskwatch_detector.service import Detector
-from riskwatch_scheduler.config import SchedulerSettings
-from riskwatch_scheduler.policy.settings import TaskgenConfig
+from riskwatch_scheduler.config import SchedulerSettings, TaskGeneratorConfig
 from tests.scenarios import live, replay, scoring
 from tests.scenarios.backend import ScenarioBackend, frame_png
 from tests.scenarios.world import Camera, Kind, Noise
@@ -62,7 +61,7 @@ TARGETS_5_FPS = {
 # ---- the task generator's conflict trigger --------------------------------------------------------
 
 
-def conflict_trigger(config: TaskgenConfig) -> Callable[[events_pb2.Conflict], bool]:
+def conflict_trigger(config: TaskGeneratorConfig) -> Callable[[events_pb2.Conflict], bool]:
     """Whether a conflict passes one of the task generator's threshold rules on TTC, PET or DRAC (taskgen.yaml)."""
     below: dict[str, float] = {}
     above: dict[str, float] = {}
@@ -71,15 +70,16 @@ def conflict_trigger(config: TaskgenConfig) -> Callable[[events_pb2.Conflict], b
         if rule.feature in fields:
             name = fields[rule.feature]
             if rule.direction == "below":
-                below[name] = max(below.get(name, -np.inf), max(rule.bounds))
+                below[name] = max(below.get(name, -np.inf), *rule.bounds)
             else:
-                above[name] = min(above.get(name, np.inf), min(rule.bounds))
+                above[name] = min(above.get(name, np.inf), *rule.bounds)
     if not below and not above:
         raise SystemExit("config/taskgen.yaml has no threshold rule on min_ttc_s, min_pet_s or max_drac_m_s2")
 
     def passes(conflict: events_pb2.Conflict) -> bool:
-        return any(conflict.HasField(f) and getattr(conflict, f) < bound for f, bound in below.items()) or any(
-            conflict.HasField(f) and getattr(conflict, f) > bound for f, bound in above.items()
+        set_fields = {field.name for field, _ in conflict.ListFields()}
+        return any(f in set_fields and getattr(conflict, f) < bound for f, bound in below.items()) or any(
+            f in set_fields and getattr(conflict, f) > bound for f, bound in above.items()
         )
 
     return passes

@@ -3,7 +3,8 @@
 Every scenario instance is its own camera. Its frames go through `Detector.detect` (scripted backend → ByteTrack
 → kinematics → conflicts → groups) with the camera's calibration on each Frame, all cameras tick by tick; the
 events are then replayed in capture order through the real `TaskGenerator`, as services/scheduler/bench/
-bench_taskgen.py does: each task is answered by the simulator's deterministic verdict after a simulated LLM
+bench_taskgen.py does (provisional results from `observe_danger`, as `handle` publishes them); each task is
+answered by the simulator's deterministic verdict after a simulated LLM
 latency, and fed back as the results topic would.
 """
 
@@ -163,6 +164,10 @@ def replay_taskgen(
         while due and due[0].at <= clock.now:
             generator.observe_result(heapq.heappop(due).result)
         naive += len(frame.event.groups)
+        for result in generator.observe_danger(frame.event):
+            pair = frame.pair_of(result.measured.conflict)
+            if pair is not None:
+                provisional.append(Flag(frame.run.camera_id, frame.t_s, pair, "provisional"))
         generator.observe_event(frame.event)
         for out in generator.release():
             if out.topic != tasks_topic:
