@@ -149,6 +149,7 @@ def score(
     all_alarms = alarms(flags)
     true_alarms = 0
     safe_alarms = 0
+    false_alarms: list[dict[str, Any]] = []
     for camera, pair, first, last in all_alarms:
         run = by_camera[camera]
         matches = pair in run.near_miss_pairs or any(
@@ -157,6 +158,10 @@ def score(
         )
         true_alarms += matches
         safe_alarms += run.kind is Kind.SAFE
+        if not matches and len(false_alarms) < 20:
+            false_alarms.append(
+                {"camera": camera, "pair": list(pair), "from_s": round(first, 2), "to_s": round(last, 2)}
+            )
     safe_hours = sum(run.duration_s for run in runs if run.kind is Kind.SAFE) / 3600
 
     errors, covered, scored = _ttc_errors(seen)
@@ -174,6 +179,7 @@ def score(
         "ttc_coverage": _ratio(covered, scored),
         "llm_episode_recall": _ratio(sum(asked), len(episodes)),
         "missed_episodes": missed[:20],
+        "false_alarms": false_alarms,
     }
 
 

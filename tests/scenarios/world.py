@@ -192,19 +192,26 @@ class Category(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """What a kind of road user looks like: the detector's class name, footprint disc and box size (m)."""
+    """What a kind of road user looks like: the detector's class name, footprint disc, size on the ground (length
+    along its heading, width across it) and height, in metres."""
 
     category: Category
     class_name: str
     radius_m: float
+    length_m: float
     width_m: float
     height_m: float
 
+    def visible_width_m(self, heading: FloatArray) -> float:
+        """The width of its box across the image: a car crossing the view shows its side, one coming on its front."""
+        across = abs(float(heading[0]))  # the camera's horizontal axis is the ground's x axis
+        return across * self.length_m + (1 - across) * self.width_m
 
-PEDESTRIAN = Body(Category.PEDESTRIAN, "person", 0.3, 0.5, 1.7)
-CAR = Body(Category.VEHICLE, "car", 1.2, 1.8, 1.5)
-BICYCLE = Body(Category.TWO_WHEELER, "bicycle", 0.6, 0.6, 1.7)
-MOTORCYCLE = Body(Category.TWO_WHEELER, "motorcycle", 0.6, 0.8, 1.5)
+
+PEDESTRIAN = Body(Category.PEDESTRIAN, "person", 0.3, 0.6, 0.6, 1.7)
+CAR = Body(Category.VEHICLE, "car", 1.2, 4.5, 1.8, 1.5)
+BICYCLE = Body(Category.TWO_WHEELER, "bicycle", 0.6, 1.8, 0.6, 1.7)
+MOTORCYCLE = Body(Category.TWO_WHEELER, "motorcycle", 0.6, 2.1, 0.8, 1.5)
 # The scripted detector's class ids (COCO order).
 CLASS_IDS = {"person": 0, "bicycle": 1, "car": 2, "motorcycle": 3}
 
@@ -482,7 +489,7 @@ def boxes_at(camera: Camera, scenario: Scenario, t: float) -> tuple[FloatArray, 
     boxes, users = [], []
     for i, user in enumerate(scenario.users):
         x, y = user.trajectory.position(np.array([t]))[0]
-        half = user.body.width_m / 2
+        half = user.body.visible_width_m(_unit(tuple(user.trajectory.velocity(np.array([t]))[0]))) / 2
         left, right, head = camera.project([(x - half, y, 0.0), (x + half, y, 0.0), (x, y, user.body.height_m)])
         if not np.all(np.isfinite([left, right, head])):
             continue
