@@ -8,7 +8,7 @@ GEN_STAMP := libs/riskwatch/v1/__init__.py
 FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := frame records reply llmsim config api-keys grpcweb
 
-.PHONY: fuzz bench bench-detector bench-scheduler bench-taskgen help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
+.PHONY: fuzz bench bench-detector bench-scheduler bench-taskgen bench-conflicts help up up-streaming down test test-unit infra-up infra-down topics install proto models assets lint typecheck format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-detector: install proto models ## Detector: ultralytics baseline vs ONNX R
 bench-taskgen: install proto models ## Task-generator policy vs one LLM call per group per frame (vtest.avi, 8 cameras, 2 FPS) → bench-results/taskgen.json
 	$(PY) python -m services.scheduler.bench.bench_taskgen $(BENCH_ARGS)
 
+bench-conflicts: install proto models ## Near-misses vs analytic truth: scenarios at 2, 5, 10 FPS through the real stages, vtest.avi sanity check → bench-results/conflicts.{json,md}; BENCH_ARGS=--quick for CI
+	$(PY) python -m tests.scenarios.bench_conflicts $(BENCH_ARGS)
+
 bench-scheduler: install proto infra-up ## Key pool + scheduler at 120 tasks/s for 60 s against 10 keys x 10 QPS → bench-results/scheduler.json
 	$(PY) python -m services.scheduler.bench.bench_scheduler $(BENCH_ARGS)
 
@@ -83,7 +86,7 @@ lint: proto ## Ruff and buf lint (checks only)
 	$(PY) buf lint proto
 
 typecheck: proto ## mypy in strict mode
-	$(PY) mypy libs/riskwatch services/*/riskwatch_* services/*/bench tests/support tests/faults tests/bench scripts
+	$(PY) mypy libs/riskwatch services/*/riskwatch_* services/*/bench tests/support tests/faults tests/bench tests/scenarios scripts
 
 format: ## Format the code (changes files)
 	$(PY) ruff format .
