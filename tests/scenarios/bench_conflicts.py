@@ -43,6 +43,7 @@ from riskwatch_detector.config import CategoryName, DetectorConfig, DetectorSett
 from riskwatch_detector.kinematics import CameraMotion, PairMeasurer
 from riskwatch_detector.service import Detector
 from riskwatch_scheduler.config import SchedulerSettings, TaskGeneratorConfig
+from services.scheduler.bench.bench_taskgen import T0, video_frames
 from tests.scenarios import live, replay, scoring
 from tests.scenarios.backend import ScenarioBackend, frame_png
 from tests.scenarios.world import Camera, Kind, Noise
@@ -181,8 +182,6 @@ def cpu_ms_per_frame(config: DetectorConfig, camera: Camera, *, tracks: int = 50
 
 def video_check(args: argparse.Namespace) -> dict[str, Any]:
     """vtest.avi at 5 FPS through the real model (cached) and the real detector after it, uncalibrated."""
-    from services.scheduler.bench.bench_taskgen import video_frames  # noqa: PLC0415 - the one video reader
-
     settings = load_settings(DetectorSettings, args.config_dir).detector
     config = settings.model_copy(update={"crop": settings.crop.model_copy(update={"enabled": False})})
     frames = video_frames(args.video, 5.0)
@@ -248,7 +247,7 @@ async def _detect_video(
             frame = detector_pb2.Frame(
                 camera_id="vtest",
                 frame_id=i + 1,
-                capture_time=events.timestamp(replay.T0 + i / 5.0),
+                capture_time=events.timestamp(T0 + i / 5.0),
                 image=frame_png(backend.register_raw(raw), width, height),
             )
             out.append(await detector.detect(frame))

@@ -14,7 +14,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,12 +27,11 @@ from riskwatch_detector.service import Detector
 from riskwatch_llmsim import verdicts
 from riskwatch_scheduler.config import SchedulerSettings
 from riskwatch_scheduler.taskgen import TaskGenerator
+from services.scheduler.bench.bench_taskgen import T0, Clock, Due
 from tests.scenarios import truth
 from tests.scenarios.backend import ScenarioBackend, frame_png
 from tests.scenarios.scoring import Flag, Pair, ScenarioRun, Seen, SentTask
 from tests.scenarios.world import Camera, Noise, catalogue, render
-
-T0 = 1_800_000_000.0
 
 
 def make_runs(
@@ -115,21 +114,6 @@ def conflict_flags(seen: Sequence[Seen], passes: Callable[[events_pb2.Conflict],
     return flags
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass(order=True)
-class _Due:
-    at: float
-    seq: int
-    result: events_pb2.AssessmentResult = field(compare=False)
-
-
 @dataclass(frozen=True, slots=True)
 class TaskgenReplay:
     naive_calls: int
@@ -149,12 +133,12 @@ def replay_taskgen(
     seen: Sequence[Seen], settings: SchedulerSettings, *, llm_latency_s: float = 1.0, detect_latency_s: float = 0.05
 ) -> TaskgenReplay:
     """The task generator over every event in capture order, answered by the simulator's verdicts."""
-    clock = _Clock()
+    clock = Clock()
     generator = TaskGenerator(settings, clock=clock)
     frames = {(f.run.camera_id, f.event.frame_id): f for f in seen}
     ordered = sorted(seen, key=lambda f: (f.t_s, f.run.camera_id))
     tasks_topic = settings.kafka.topics.assessment_tasks.name
-    due: list[_Due] = []
+    due: list[Due] = []
     tasks: list[SentTask] = []
     provisional: list[Flag] = []
     naive = 0
@@ -183,7 +167,7 @@ def replay_taskgen(
                 capture_time=task.capture_time,
                 verdict=events_pb2.Verdict(risk_level=level.proto),
             )
-            heapq.heappush(due, _Due(clock.now + llm_latency_s, next(seq), result))
+            heapq.heappush(due, Due(clock.now + llm_latency_s, next(seq), result))
     reasons: dict[str, int] = {}
     for (_, reason), n in generator.generated.items():
         reasons[reason] = reasons.get(reason, 0) + n
