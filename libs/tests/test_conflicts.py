@@ -146,4 +146,6 @@ def test_conflict_refuses_bad_values() -> None:
     with pytest.raises(ValueError, match="calibrated"):
         Conflict(1, 2, "pedestrian", "vehicle", ConflictKind.CROSSING, False, 1.0, None, 2.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="ConflictKind"):
-        Conflict.from_proto(events_pb2.Conflict(category_a=1, category_b=2))
+        Conflict.from_proto(
+            events_pb2.Conflict(category_a=events_pb2.CATEGORY_VEHICLE, category_b=events_pb2.CATEGORY_PEDESTRIAN)
+        )

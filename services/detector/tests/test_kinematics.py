@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from riskwatch.domain import Calibration
@@ -16,9 +17,9 @@ from riskwatch_detector.kinematics import CameraMotion, PairMeasurer
 _GROUND_TO_IMAGE = np.array([[40.0, 0.0, 640.0], [0.0, -10.0, 700.0], [0.0, 0.05, 1.0]])
 
 
-def _to_image(ground: np.ndarray) -> np.ndarray:
+def _to_image(ground: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     h = np.column_stack([ground, np.ones(len(ground))]) @ _GROUND_TO_IMAGE.T
-    return h[:, :2] / h[:, 2:3]
+    return np.asarray(h[:, :2] / h[:, 2:3], np.float64)
 
 
 def _calibration() -> Calibration:
