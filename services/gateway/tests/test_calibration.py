@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from riskwatch.cache import InMemoryCache
+from riskwatch.errors import ConfigError
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway.access import token_hash
@@ -305,3 +307,12 @@ async def test_calibration_over_grpc_with_roles_and_validation(
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await stub.GetCalibration(gateway_pb2.GetCalibrationRequest(camera_id="cam-9"), metadata=viewer)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_calibrations_file_that_cannot_be_read_back_stops_start_up_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "calibrations.json").write_text('{"format": 1, "cameras": {"cam-01": {"api": {}}}}')
+    with pytest.raises(ConfigError, match=r"calibrations\.json: not a calibrations file"):
+        GatewayApp(make_settings(state_dir=tmp_path), FakeDetector(), InMemoryCache())
+    (tmp_path / "calibrations.json").write_text("{half a fi")
+    with pytest.raises(ConfigError, match=r"calibrations\.json: cannot read"):
+        GatewayApp(make_settings(state_dir=tmp_path), FakeDetector(), InMemoryCache())
