@@ -180,7 +180,7 @@ class RiskStateBook:
     ) -> Outcome:
         """Raise the group to at least the measured level, as a provisional that the next verdict resolves."""
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
         elif events.seconds(result.capture_time) <= _last_capture(current):
             return Outcome.STALE  # a verdict, failure or measurement of a frame not older is already applied
         elif current.HasField("provisional"):
@@ -210,7 +210,7 @@ class RiskStateBook:
         captured = events.seconds(result.capture_time)
         new_level = _level(result.verdict.risk_level)
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
             current.verdict.CopyFrom(result.verdict)
             _set_assessed(current, result)
             if new_level >= ALERT_LEVEL:
@@ -288,7 +288,7 @@ class RiskStateBook:
         expires if no verdict comes."""
         failure = result.failure if result.HasField("failure") else events_pb2.Failure()
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
             new_kind = True
         elif events.seconds(result.capture_time) <= events.seconds(current.capture_time):
             return Outcome.STALE
@@ -356,6 +356,12 @@ class RiskStateBook:
 
 def _level(value: int) -> RiskLevel:
     return RiskLevel.from_proto(value)
+
+
+def _add_group(
+    state: events_pb2.CameraRiskState, result: events_pb2.AssessmentResult, now: float
+) -> events_pb2.GroupRisk:
+    return state.groups.add(group_id=result.group_id, since=events.timestamp(now))
 
 
 def _last_capture(group: events_pb2.GroupRisk) -> float:
