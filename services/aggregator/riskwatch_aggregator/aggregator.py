@@ -49,22 +49,15 @@ from riskwatch_aggregator.metrics import (
     RESULTS_IGNORED,
     STATE_CHANGES,
 )
-from riskwatch_aggregator.state import ALERT_LEVEL, Applied, Outcome, RiskStateBook, alert_id
+from riskwatch_aggregator.state import Applied, Outcome, RiskStateBook, alert_id
 
 log = logging.getLogger(__name__)
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:
-    result = events.decode(
+    return events.decode(
         events_pb2.AssessmentResult, record.value, what=record.where, required=("task_id", "camera_id")
     )
-    if result.WhichOneof("outcome") == "measured" and result.measured.risk_level not in _MEASURED_LEVELS:
-        raise DecodeError(f"{record.where}: measured danger at level {result.measured.risk_level}, not low..high")
-    return result
-
-
-# A measured danger below the alert level would raise nothing and close nothing.
-_MEASURED_LEVELS = frozenset(level.proto for level in RiskLevel if level >= ALERT_LEVEL)
 
 
 class Aggregator:

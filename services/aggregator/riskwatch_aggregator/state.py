@@ -29,6 +29,8 @@ from riskwatch_aggregator.config import AggregatorConfig
 
 # A verdict at or above this level is an alert (pushed to clients, kept in the camera's alert stream).
 ALERT_LEVEL = RiskLevel.LOW
+# The levels a measured danger may have: below the alert level it would raise nothing and close nothing.
+_MEASURED_LEVELS = frozenset(int(level.proto) for level in RiskLevel if level >= ALERT_LEVEL)
 
 Resolution: TypeAlias = events_pb2.ProvisionalResolution.ValueType
 
@@ -41,6 +43,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # a result already applied (redelivery)
     STALE = "stale"  # its frame is not newer than what the group already rests on (out of order)
     HELD = "held"  # a lower level waiting out the de-escalation hold
+    INVALID = "invalid"  # a measured danger below the alert level (or at one this build does not know)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,9 @@ class RiskStateBook:
         if cam is None:
             self.reset(result.camera_id, None)
             cam = self._cameras[result.camera_id]
+        kind = result.WhichOneof("outcome")
+        if kind == "measured" and result.measured.risk_level not in _MEASURED_LEVELS:
+            return Applied(Outcome.INVALID)
         key = result_key(result)
         if key in cam.recent_tasks:
             return Applied(Outcome.DUPLICATE)
@@ -158,7 +164,6 @@ class RiskStateBook:
         # Expired first, so a provisional past its time is closed by expiry, not by a verdict that came too late.
         changes = self._expire(cam, now)
         current = next((g for g in cam.message.groups if g.group_id == result.group_id), None)
-        kind = result.WhichOneof("outcome")
         if kind == "measured":
             outcome = self._apply_measured(cam, current, result, now, changes)
         elif kind == "verdict":

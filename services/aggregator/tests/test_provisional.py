@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from riskwatch.bus import Record
 from riskwatch.cache import keys
-from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
-from riskwatch_aggregator.aggregator import Aggregator, decode_result
+from riskwatch_aggregator.aggregator import Aggregator
 from services.aggregator.tests.test_aggregator import (
     HIGH,
     LOW,
@@ -26,7 +24,6 @@ from services.aggregator.tests.test_aggregator import (
     FlakyCache,
     feed,
     level,
-    record,
     result,
     settings,
     stored,
@@ -300,9 +297,12 @@ async def test_a_provisional_expires_before_its_group_even_when_the_group_ttl_is
 # ---- input ---------------------------------------------------------------------------------------
 
 
-def test_a_measured_danger_without_a_level_to_alert_at_is_refused() -> None:
-    for lvl in (events_pb2.RISK_LEVEL_UNSPECIFIED, NONE):
-        record_ = Record("risk-assessment-results", 0, 7, b"cam-1", measured(2, lvl).SerializeToString())
-        with pytest.raises(DecodeError, match="measured danger at level"):
-            decode_result(record_)
-    assert decode_result(record(measured(2, LOW))).measured.risk_level == LOW
+async def test_a_measured_danger_without_a_level_to_alert_at_changes_nothing(
+    aggregator: Aggregator, cache: FlakyCache
+) -> None:
+    await feed(aggregator, result(1, LOW))
+    version = (await stored(cache)).version
+    before = REGISTRY.get_sample_value("riskwatch_results_ignored_total", {"reason": "invalid"}) or 0.0
+    await feed(aggregator, measured(2, NONE), measured(3, events_pb2.RISK_LEVEL_UNSPECIFIED), measured(4, 9))
+    assert (await stored(cache)).version == version and not group(aggregator).HasField("provisional")
+    assert REGISTRY.get_sample_value("riskwatch_results_ignored_total", {"reason": "invalid"}) == before + 3
