@@ -100,8 +100,12 @@ def alert_id(alert: events_pb2.AssessmentResult) -> str:
     expired provisional's alert is its measured result again)."""
     if alert.provisional_resolution == events_pb2.PROVISIONAL_RESOLUTION_UNSPECIFIED:
         return result_key(alert)
-    how = events_pb2.ProvisionalResolution.Name(alert.provisional_resolution).removeprefix("PROVISIONAL_RESOLUTION_")
-    return f"{result_key(alert)}#{how.lower()}"
+    return f"{result_key(alert)}#{resolution_name(alert.provisional_resolution)}"
+
+
+def resolution_name(resolution: Resolution) -> str:
+    """'confirmed', 'upgraded', 'dismissed' or 'expired' (metric labels, alert ids)."""
+    return events_pb2.ProvisionalResolution.Name(resolution).removeprefix("PROVISIONAL_RESOLUTION_").lower()
 
 
 class RiskStateBook:
