@@ -12,6 +12,7 @@ from riskwatch.domain.cameras import (
     is_valid_camera_id,
     loggable_camera_id,
 )
+from riskwatch.domain.conflicts import Conflict, ConflictKind, Movers, PairMeasures, measure_pairs
 from riskwatch.domain.failures import FailureKind
 from riskwatch.domain.features import FeatureError, GroupFeatures, PromptFeatures
 from riskwatch.domain.risk import RISK_TYPES, VERDICT_LEVELS, RiskLevel
@@ -23,12 +24,17 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "CameraId",
+    "Conflict",
+    "ConflictKind",
     "FailureKind",
     "FeatureError",
     "GroupFeatures",
+    "Movers",
+    "PairMeasures",
     "PromptFeatures",
     "RiskLevel",
     "check_camera_id",
     "is_valid_camera_id",
     "loggable_camera_id",
+    "measure_pairs",
 ]

@@ -1,4 +1,5 @@
-"""Detector settings: model and backend, thresholds, class→category mapping, batching, tracking, grouping, crops."""
+"""Detector settings: model and backend, thresholds, class→category mapping, batching, tracking, grouping,
+kinematics, conflicts, crops."""
 
 from __future__ import annotations
 
@@ -86,6 +87,15 @@ def pair_key(a: CategoryName, b: CategoryName) -> str:
     return f"{first}-{second}"
 
 
+def canonical_pair(key: str) -> str:
+    """The canonical key of a pair written "x-y" in either order; ValueError for anything else."""
+    names = {c.value for c in CategoryName}
+    parts = key.split("-")
+    if len(parts) != 2 or not set(parts) <= names:
+        raise ValueError(f"{key!r} is not a pair like 'pedestrian-vehicle' (categories: {sorted(names)})")
+    return pair_key(CategoryName(parts[0]), CategoryName(parts[1]))
+
+
 class GroupingConfig(FrozenModel):
     """Objects are linked when the gap between their boxes over their mean size is below the pair's threshold."""
 
@@ -111,19 +121,92 @@ class GroupingConfig(FrozenModel):
     @field_validator("thresholds")
     @classmethod
     def _canonical_pairs(cls, value: dict[str, float]) -> dict[str, float]:
-        names = {c.value for c in CategoryName}
         canonical: dict[str, float] = {}
         for key, threshold in value.items():
-            parts = key.split("-")
-            if len(parts) != 2 or not set(parts) <= names:
-                raise ValueError(f"{key!r} is not a pair like 'pedestrian-vehicle' (categories: {sorted(names)})")
             if threshold < 0:
                 raise ValueError(f"threshold for {key!r} must be >= 0")
-            canonical[pair_key(CategoryName(parts[0]), CategoryName(parts[1]))] = threshold
+            canonical[canonical_pair(key)] = threshold
         return canonical
 
     def threshold(self, a: CategoryName, b: CategoryName) -> float | None:
         return self.thresholds.get(pair_key(a, b), self.default_threshold)
+
+
+class KinematicsConfig(FrozenModel):
+    """Per-track motion: a least-squares fit over the last `window_s` seconds of the track's ground point."""
+
+    window_s: float = Field(default=1.5, gt=0, le=30)
+    # Points kept per track (the newest): they bound the cost. At 10 FPS a 1.5 s window holds 15; at higher
+    # frame rates the window is in effect the last max_samples frames.
+    max_samples: int = Field(default=16, ge=3, le=256)
+    # Fewer points or seconds than these in the window: `estimated` is false and nothing is guessed.
+    min_samples: int = Field(default=3, ge=2, le=256)
+    min_history_s: float = Field(default=0.3, ge=0, le=30)
+    # A point farther from the first fit than this many robust standard deviations is left out of the second.
+    # 0 turns the second pass off.
+    outlier_sigma: float = Field(default=3.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _window_holds_enough(self) -> KinematicsConfig:
+        if self.min_samples > self.max_samples:
+            raise ValueError(f"min_samples ({self.min_samples}) must not exceed max_samples ({self.max_samples})")
+        if self.min_history_s > self.window_s:
+            raise ValueError(f"min_history_s ({self.min_history_s}) must not exceed window_s ({self.window_s})")
+        return self
+
+
+class ConflictsConfig(FrozenModel):
+    """Surrogate safety measures between confirmed tracks of the listed category pairs (detector README)."""
+
+    enabled: bool = True
+    # Category pairs measured, "category-category" in any order.
+    pairs: list[str] = Field(
+        default_factory=lambda: [
+            "pedestrian-vehicle",
+            "vehicle-vehicle",
+            "two_wheeler-vehicle",
+            "pedestrian-two_wheeler",
+            "pedestrian-pedestrian",
+        ]
+    )
+    # TTC and PET further ahead than this are not conflicts (unset).
+    horizon_s: float = Field(default=5.0, gt=0, le=60)
+    # PET also counts a first user who passed the crossing point up to this long ago (0: both still ahead).
+    pet_past_s: float = Field(default=0.5, ge=0, le=10)
+    # Slower than this is "not moving": the pair's kind is stationary and PET is unset.
+    stationary_speed_m_s: float = Field(default=0.3, ge=0, le=10)
+    stationary_speed_box_s: float = Field(default=0.1, ge=0, le=10)
+    # Footprint discs: radius in metres per category (calibrated), else this fraction of the box's width.
+    radius_m: dict[CategoryName, float] = Field(
+        default_factory=lambda: {
+            CategoryName.VEHICLE: 1.2,
+            CategoryName.PEDESTRIAN: 0.3,
+            CategoryName.TWO_WHEELER: 0.6,
+            CategoryName.OTHER: 0.5,
+        }
+    )
+    radius_box_width: float = Field(default=0.5, gt=0, le=5)
+    # A pair with TTC or PET at most these many seconds is one group, however far apart its boxes are.
+    link_ttc_s: float = Field(default=3.0, ge=0, le=60)
+    link_pet_s: float = Field(default=1.5, ge=0, le=60)
+
+    @field_validator("pairs")
+    @classmethod
+    def _canonical_pairs(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(canonical_pair(key) for key in value))
+
+    @field_validator("radius_m")
+    @classmethod
+    def _every_category(cls, value: dict[CategoryName, float]) -> dict[CategoryName, float]:
+        missing = [c.value for c in CategoryName if c not in value]
+        if missing:
+            raise ValueError(f"radius_m lacks {', '.join(missing)}")
+        if any(not 0 < r <= 50 for r in value.values()):
+            raise ValueError("each radius_m must be > 0 and at most 50 m")
+        return value
+
+    def measured(self, a: CategoryName, b: CategoryName) -> bool:
+        return pair_key(a, b) in self.pairs
 
 
 class CropConfig(FrozenModel):
@@ -132,6 +215,8 @@ class CropConfig(FrozenModel):
     margin: float = Field(default=0.15, ge=0, le=2)
     max_side: int = Field(default=640, ge=32, le=8192)
     jpeg_quality: int = Field(default=85, ge=10, le=100)
+    # Draw each member's recent path (kinematics.window_s) on the crop, so one still image shows motion.
+    draw_trails: bool = True
 
 
 class DetectorConfig(FrozenModel):
@@ -156,6 +241,8 @@ class DetectorConfig(FrozenModel):
     batching: BatchingConfig = BatchingConfig()
     tracking: TrackingConfig = TrackingConfig()
     grouping: GroupingConfig = GroupingConfig()
+    kinematics: KinematicsConfig = KinematicsConfig()
+    conflicts: ConflictsConfig = ConflictsConfig()
     crop: CropConfig = CropConfig()
     max_image_bytes: int = Field(default=imaging.MAX_IMAGE_BYTES, ge=1024)
     # Checked from the image header before decoding (guards against decompression bombs).

@@ -61,10 +61,16 @@ def _threshold_matrix(categories: Sequence[CategoryName], config: GroupingConfig
     return np.asarray(table[codes[:, None], codes[None, :]], np.float64)
 
 
-def cluster(boxes: npt.ArrayLike, categories: Sequence[CategoryName], config: GroupingConfig) -> list[Cluster]:
+def cluster(
+    boxes: npt.ArrayLike,
+    categories: Sequence[CategoryName],
+    config: GroupingConfig,
+    links: npt.ArrayLike = (),
+) -> list[Cluster]:
     """Connected components of the "close enough for this category pair" graph, at least `min_group_size` big.
 
-    Components do not depend on the order of the objects; groups are returned ordered by their smallest member.
+    `links` (K, 2) are pairs of object indices joined however far apart (pairs in conflict). Components do not
+    depend on the order of the objects; groups are returned ordered by their smallest member.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     count = len(boxes)
@@ -72,6 +78,11 @@ def cluster(boxes: npt.ArrayLike, categories: Sequence[CategoryName], config: Gr
         return []
     gaps = normalised_gaps(boxes)
     linked = gaps <= _threshold_matrix(categories, config)
+    extra = np.asarray(links, np.int64).reshape(-1, 2)
+    if len(extra):
+        if extra.min() < 0 or extra.max() >= count:
+            raise ValueError(f"links must index the {count} objects")
+        linked[extra[:, 0], extra[:, 1]] = linked[extra[:, 1], extra[:, 0]] = True
     labels = _components(linked)
     clusters = []
     for label in np.unique(labels):

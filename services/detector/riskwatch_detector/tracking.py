@@ -48,3 +48,7 @@ class CameraTracker:
             # The library numbers from 0 and uses -1 for "unconfirmed".
             ids[index] = np.where(track_ids >= 0, track_ids + 1, 0)
         return ids
+
+    def live_ids(self) -> set[int]:
+        """Ids (as `update` numbers them) of the confirmed tracks ByteTrack still holds, lost ones included."""
+        return {t.tracker_id + 1 for t in self._tracker.tracks if t.tracker_id >= 0}
