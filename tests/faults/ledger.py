@@ -6,6 +6,12 @@ say what became of every group: sent (then a task must be on assessment-tasks an
 typed failure with a reason), or skipped, superseded by a newer frame's task, or expired, with the reason. A group
 with no decision and no task is unaccounted. Duplicates on the wire are allowed (at-least-once) and counted; after a
 crash a redelivered event may be decided again, differently, and either record accounts for it.
+
+A `measured` result (the task generator's provisional record of a conflict, published before the LLM is asked) is an
+additional record of its task, not its LLM outcome: it neither accounts for the task nor duplicates its verdict, and
+is counted apart. In Redis, an alert is identified by its alert id (a task has a provisional alert and the verdict
+alert that resolves it), and every provisional alert must be closed by a later resolution of its group — or its
+provisional must still stand in the state.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from riskwatch import events
 from riskwatch.cache import RedisCache, keys
 from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
+from riskwatch_aggregator.state import alert_id, result_key
 from tests.faults.load import Load
 from tests.faults.stack import FaultStack
 from tests.support.stack import CONSUMED_TOPICS
@@ -78,7 +85,12 @@ class Ledger:
     dead_letters: dict[str, int] = field(default_factory=dict)
     # (camera, group) -> the verdict of the latest frame that got one
     final: dict[tuple[str, str], events_pb2.AssessmentResult] = field(default_factory=dict)
+    # The LLM outcomes (verdicts and failures) on risk-assessment-results.
     results: list[events_pb2.AssessmentResult] = field(default_factory=list)
+    # Measured (provisional) records: distinct ones, copies on the wire, and those naming a task the load never had.
+    provisionals: int = 0
+    provisional_copies: int = 0
+    provisionals_of_unknown_tasks: list[str] = field(default_factory=list)
 
     @property
     def unaccounted(self) -> int:
@@ -116,6 +128,9 @@ class Ledger:
             "outcomes": dict(self.outcomes),
             "groups_never_sent": len(self.groups_never_sent),
             "dead_letters": self.dead_letters,
+            "provisionals": self.provisionals,
+            "duplicate_provisionals_on_wire": self.provisional_copies,
+            "provisionals_of_unknown_tasks": len(self.provisionals_of_unknown_tasks),
             "unaccounted": self.unaccounted,
             "examples": {
                 "events_missing": self.events_missing[:5],
@@ -126,6 +141,7 @@ class Ledger:
                 "disagreements": self.disagreements[:5],
                 "untyped": self.untyped[:5],
                 "groups_never_sent": self.groups_never_sent[:5],
+                "provisionals_of_unknown_tasks": self.provisionals_of_unknown_tasks[:5],
             },
         }
 
@@ -204,10 +220,18 @@ def account(stack: FaultStack, load: Load) -> Ledger:
     ledger.groups_never_sent = sorted({_group_of(t) for t in load.task_ids} - {_group_of(t) for t in sent})
 
     by_task: dict[str, list[events_pb2.AssessmentResult]] = defaultdict(list)
+    measured: Counter[str] = Counter()
     for value in _records(stack, "risk-assessment-results", cameras):
         result = events_pb2.AssessmentResult.FromString(value)
+        if result.WhichOneof("outcome") == "measured":
+            measured[result_key(result)] += 1
+            if result.task_id not in expected:
+                ledger.provisionals_of_unknown_tasks.append(result.task_id)
+            continue
         by_task[result.task_id].append(result)
         ledger.results.append(result)
+    ledger.provisionals = len(measured)
+    ledger.provisional_copies = sum(n - 1 for n in measured.values())
     ledger.unexpected_results = [task for task in by_task if task not in expected]
     ledger.tasks_without_result = [task for task in sent if task in seen_tasks and task not in by_task]
     for task, results in by_task.items():
@@ -234,30 +258,45 @@ def account(stack: FaultStack, load: Load) -> Ledger:
 async def redis_states(
     stack: FaultStack, cameras: Iterable[str]
 ) -> tuple[dict[str, events_pb2.CameraRiskState], list[str]]:
-    """Each camera's state in Redis, and the task ids its alert stream holds more than once."""
+    """Each camera's state in Redis, and what is wrong with its alert stream (alert_problems)."""
     assert stack.infra is not None
     cache = RedisCache(stack.infra.redis_url, prefix=stack.redis_prefix)
     states = {}
-    repeated = []
+    problems = []
     try:
         for camera in cameras:
             data = await cache.get(keys.camera_state(camera))
             states[camera] = events_pb2.CameraRiskState.FromString(data or b"")
-            alerts = Counter(
-                events_pb2.AssessmentResult.FromString(a).task_id
-                for a in await cache.stream_tail(keys.camera_alerts(camera), 1000)
-            )
-            repeated += [f"{task} x{n} in the alert stream" for task, n in alerts.items() if n > 1]
+            stream = await cache.stream_tail(keys.camera_alerts(camera), 1000)
+            problems += alert_problems(states[camera], [events_pb2.AssessmentResult.FromString(a) for a in stream])
     finally:
         await cache.close()
-    return states, repeated
+    return states, problems
+
+
+def alert_problems(state: events_pb2.CameraRiskState, alerts: list[events_pb2.AssessmentResult]) -> list[str]:
+    """Alerts of one camera's stream (oldest first) that are there more than once, and provisional alerts that no
+    later alert of their group closes while the state no longer shows the group provisional."""
+    counts = Counter(alert_id(a) for a in alerts)
+    problems = [f"{alert} x{n} in the alert stream" for alert, n in counts.items() if n > 1]
+    open_: dict[str, str] = {}  # group -> the id of its latest provisional alert not closed yet
+    for alert in alerts:
+        if alert.provisional_resolution != events_pb2.PROVISIONAL_RESOLUTION_UNSPECIFIED:
+            open_.pop(alert.group_id, None)
+        elif alert.WhichOneof("outcome") == "measured":
+            open_[alert.group_id] = alert_id(alert)
+    standing = {g.group_id for g in state.groups if g.HasField("provisional")}
+    problems += [f"{alert} never closed" for group, alert in open_.items() if group not in standing]
+    return problems
 
 
 def state_mismatches(ledger: Ledger, states: dict[str, events_pb2.CameraRiskState]) -> list[str]:
-    """Where the camera state in Redis is not the latest verdict per group of the results topic."""
+    """Where the camera state in Redis is not the latest verdict per group of the results topic. Under a standing
+    provisional the LLM's verdict is `llm_verdict`, and the group's level is raised to at least the measured one; a
+    group only ever measured has no LLM verdict to compare."""
     problems = []
     for camera, state in states.items():
-        got = {g.group_id: (g.verdict.risk_level, tuple(g.verdict.risk_types)) for g in state.groups}
+        got = {g.group_id: _llm_verdict(g) for g in state.groups if g.task_id}
         want = {
             group: (r.verdict.risk_level, tuple(r.verdict.risk_types))
             for (cam, group), r in ledger.final.items()
@@ -265,6 +304,13 @@ def state_mismatches(ledger: Ledger, states: dict[str, events_pb2.CameraRiskStat
         }
         if got != want:
             problems.append(f"{camera}: redis {got} != latest verdicts {want}")
-        if want and state.max_level != max((w[0] for w in want.values()), key=RiskLevel.from_proto):
+        measured = [g.provisional.risk_level for g in state.groups if g.HasField("provisional")]
+        levels = [w[0] for w in want.values()] + measured
+        if levels and state.max_level != max(levels, key=RiskLevel.from_proto):
             problems.append(f"{camera}: max_level {state.max_level}")
     return problems
+
+
+def _llm_verdict(group: events_pb2.GroupRisk) -> tuple[int, tuple[str, ...]]:
+    verdict = group.llm_verdict if group.HasField("provisional") else group.verdict
+    return (verdict.risk_level, tuple(verdict.risk_types))

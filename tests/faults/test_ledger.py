@@ -6,7 +6,7 @@ from typing import Any
 
 from riskwatch import events
 from riskwatch.v1 import events_pb2
-from tests.faults.ledger import account
+from tests.faults.ledger import account, alert_problems, state_mismatches
 from tests.faults.load import Load, detection_event
 from tests.support.stack import CONSUMED_TOPICS, TOPICS
 from tests.support.topics import TopicRecord
@@ -191,3 +191,99 @@ def test_final_state_is_the_latest_verdict_per_group() -> None:
     ledger = _account(stack, load)
     assert ledger.final[(last.camera_id, "g1")].verdict.risk_level == events_pb2.RISK_LEVEL_HIGH
     assert ledger.final[(last.camera_id, "g2")].verdict.risk_level == events_pb2.RISK_LEVEL_LOW
+
+
+# ---- provisional (measured) records ----------------------------------------------------------------
+
+
+def _measured(
+    event: events_pb2.DetectionEvent, group: events_pb2.Group, level: events_pb2.RiskLevel.ValueType
+) -> events_pb2.AssessmentResult:
+    """The task generator's provisional record of a conflict in `group` (same task id as its task)."""
+    result = _verdict(event, group, level)
+    result.measured.CopyFrom(events_pb2.MeasuredDanger(risk_level=level, risk_types=["near_miss"]))
+    return result
+
+
+def test_a_measured_record_is_an_additional_record_of_its_task_not_a_duplicate_verdict() -> None:
+    stack, load, published = _healthy()
+    first = published[0]
+    for _ in range(2):  # published twice (at-least-once)
+        high = _measured(first, first.groups[0], events_pb2.RISK_LEVEL_HIGH)
+        stack.put("risk-assessment-results", first.camera_id, high)
+    raised = _measured(first, first.groups[0], events_pb2.RISK_LEVEL_HIGH)
+    raised.measured.risk_level = events_pb2.RISK_LEVEL_MEDIUM  # the same task's provisional at another level
+    stack.put("risk-assessment-results", first.camera_id, raised)
+    ledger = _account(stack, load)
+    assert ledger.unaccounted == 0 and ledger.complete, ledger.summary()
+    assert ledger.outcomes == {"verdict": 12} and not ledger.untyped and not ledger.disagreements
+    assert ledger.result_copies == 0 and ledger.provisionals == 2 and ledger.provisional_copies == 1
+    # the final state is still the verdicts': a high measurement is no verdict
+    assert ledger.final[(first.camera_id, "g1")].verdict.risk_level == events_pb2.RISK_LEVEL_LOW
+
+
+def test_a_measured_record_does_not_account_for_a_task_without_its_llm_outcome() -> None:
+    stack, load, published = _healthy()
+    results = stack.readers[stack.topics["risk-assessment-results"]].records
+    del results[0]  # the verdict of the first event's g1
+    first = published[0]
+    stack.put("risk-assessment-results", first.camera_id, _measured(first, first.groups[0], events_pb2.RISK_LEVEL_HIGH))
+    unknown = _measured(first, first.groups[0], events_pb2.RISK_LEVEL_HIGH)
+    unknown.task_id = "cam-a:99/g1"  # a frame the load never had
+    stack.put("risk-assessment-results", first.camera_id, unknown)
+    ledger = _account(stack, load)
+    assert ledger.tasks_without_result == [load.task_ids[0]] and not ledger.complete
+    assert ledger.provisionals_of_unknown_tasks == ["cam-a:99/g1"] and not ledger.unexpected_results
+
+
+def _alert(
+    task_id: str,
+    outcome: str,
+    resolution: events_pb2.ProvisionalResolution.ValueType = events_pb2.PROVISIONAL_RESOLUTION_UNSPECIFIED,
+) -> events_pb2.AssessmentResult:
+    alert = events_pb2.AssessmentResult(
+        task_id=task_id, camera_id="cam-a", group_id=task_id.rsplit("/", 1)[1], provisional_resolution=resolution
+    )
+    if outcome == "measured":
+        alert.measured.risk_level = events_pb2.RISK_LEVEL_HIGH
+    else:
+        alert.verdict.risk_level = events_pb2.RISK_LEVEL_HIGH
+    return alert
+
+
+def test_an_alert_may_be_provisional_or_a_resolution_and_every_provisional_must_be_closed() -> None:
+    provisional = _alert("cam-a:1/g1", "measured")
+    confirmed = _alert("cam-a:1/g1", "verdict", events_pb2.PROVISIONAL_RESOLUTION_CONFIRMED)
+    expired = _alert("cam-a:2/g2", "measured", events_pb2.PROVISIONAL_RESOLUTION_EXPIRED)
+    state = events_pb2.CameraRiskState(camera_id="cam-a")
+    # a provisional and its resolution share a task id: neither is a repeat
+    assert alert_problems(state, [provisional, confirmed, _alert("cam-a:2/g2", "measured"), expired]) == []
+    # one never closed, while the state no longer shows it; one still standing in the state is fine
+    standing = _alert("cam-a:3/g3", "measured")
+    state.groups.add(group_id="g3").provisional.risk_level = events_pb2.RISK_LEVEL_HIGH
+    assert alert_problems(state, [provisional, standing]) == ["cam-a:1/g1#measured:high never closed"]
+    # the same alert twice is a repeat
+    assert alert_problems(state, [provisional, confirmed, confirmed]) == ["cam-a:1/g1#confirmed x2 in the alert stream"]
+
+
+def test_under_a_standing_provisional_the_state_is_compared_by_its_llm_verdict() -> None:
+    stack, load, _ = _healthy()
+    ledger = _account(stack, load)
+    low, high = events_pb2.RISK_LEVEL_LOW, events_pb2.RISK_LEVEL_HIGH
+    states = {}
+    for camera in ("cam-a", "cam-b"):
+        state = events_pb2.CameraRiskState(camera_id=camera, max_level=low)
+        for group_id in ("g1", "g2"):
+            state.groups.add(group_id=group_id, task_id="t", verdict=events_pb2.Verdict(risk_level=low))
+        states[camera] = state
+    raised = states["cam-a"].groups[0]
+    raised.verdict.risk_level = high
+    raised.provisional.risk_level = high
+    raised.llm_verdict.risk_level = low
+    states["cam-a"].max_level = high
+    states["cam-a"].groups.add(group_id="g9", verdict=events_pb2.Verdict(risk_level=high)).provisional.risk_level = high
+    assert state_mismatches(ledger, states) == []  # g9 was only ever measured: no LLM verdict to compare
+    raised.llm_verdict.risk_level = high
+    assert state_mismatches(ledger, states) == [
+        "cam-a: redis {'g1': (4, ()), 'g2': (2, ())} != latest verdicts {'g1': (2, ()), 'g2': (2, ())}"
+    ]

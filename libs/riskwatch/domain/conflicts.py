@@ -24,6 +24,8 @@ IntArray = npt.NDArray[np.int64]
 # Heading difference bounds of the proto's ConflictKind (degrees).
 HEAD_ON_DEG = 135.0
 REAR_END_DEG = 45.0
+_COS_HEAD_ON = math.cos(math.radians(HEAD_ON_DEG))
+_COS_REAR_END = math.cos(math.radians(REAR_END_DEG))
 # Velocities whose cross product is below this share of the product of their speeds are parallel (sin < 1e-6).
 _PARALLEL = 1e-6
 
@@ -110,51 +112,51 @@ def measure_pairs(
     - kind: STATIONARY when either speed is below `stationary_speed`, else by the angle between the headings
       (> 135° HEAD_ON, < 45° REAR_END, else CROSSING).
     """
+    if horizon_s <= 0 or pet_past_s < 0:
+        raise ValueError("horizon_s must be > 0 and pet_past_s >= 0")
     pa, va, pb, vb = (
         np.asarray(v, np.float64).reshape(-1, 2) for v in (a.position, a.velocity, b.position, b.velocity)
     )
     radius = np.asarray(a.radius, np.float64).reshape(-1) + np.asarray(b.radius, np.float64).reshape(-1)
-    still = np.broadcast_to(np.asarray(stationary_speed, np.float64), radius.shape)
-    if horizon_s <= 0 or pet_past_s < 0:
-        raise ValueError("horizon_s must be > 0 and pet_past_s >= 0")
-    dp = pb - pa
-    dv = vb - va
-    centre_gap = np.hypot(dp[:, 0], dp[:, 1])
-    dot = np.einsum("ij,ij->i", dp, dv)
-    relative_speed_sq = np.einsum("ij,ij->i", dv, dv)
-
-    # |dp + dv t|² = R²  ⇔  a t² + b t + c = 0 with a = |dv|², b = 2 dp·dv, c = |dp|² − R².
-    c = centre_gap**2 - radius**2
-    discriminant = dot**2 - relative_speed_sq * c  # (b/2)² − a c
+    still = np.asarray(stationary_speed, np.float64)
+    # Components as separate vectors: a few dozen operations on (P,) arrays whatever the number of pairs.
+    (ax, ay), (bx, by) = va.T, vb.T
+    dx, dy = (pb - pa).T
+    ux, uy = bx - ax, by - ay  # relative velocity
+    centre_gap = np.hypot(dx, dy)
+    dot = dx * ux + dy * uy
+    relative_speed_sq = ux * ux + uy * uy
+    speed_a, speed_b = np.hypot(ax, ay), np.hypot(bx, by)
+    cross = ax * by - ay * bx
     with np.errstate(divide="ignore", invalid="ignore"):
+        # |dp + dv t|² = R²  ⇔  a t² + b t + c = 0 with a = |dv|², b = 2 dp·dv, c = |dp|² − R².
+        c = centre_gap * centre_gap - radius * radius
+        discriminant = dot * dot - relative_speed_sq * c  # (b/2)² − a c
         entry = (-dot - np.sqrt(discriminant)) / relative_speed_sq
-        ttc = np.where(c <= 0, 0.0, np.where((discriminant >= 0) & (dot < 0) & (entry <= horizon_s), entry, np.nan))
+        ttc = np.where(c <= 0, 0.0, np.where((dot < 0) & (entry <= horizon_s), entry, np.nan))
         closing = np.where(centre_gap > 0, -dot / centre_gap, 0.0)
-        drac = np.where(ttc > 0, np.sqrt(relative_speed_sq) / (2 * ttc), np.nan)
-
-    speed_a = np.hypot(va[:, 0], va[:, 1])
-    speed_b = np.hypot(vb[:, 0], vb[:, 1])
-    moving = (speed_a >= still) & (speed_b >= still) & (speed_a > 0) & (speed_b > 0)
-    cross = va[:, 0] * vb[:, 1] - va[:, 1] * vb[:, 0]
-    crossing = moving & (np.abs(cross) > _PARALLEL * speed_a * speed_b)
-    with np.errstate(divide="ignore", invalid="ignore"):
+        drac = np.sqrt(relative_speed_sq) / (2 * ttc)
+        drac[~(ttc > 0)] = np.nan
         # pa + va·tA = pb + vb·tB: cross both sides with vb (for tA) and with va (for tB).
-        time_a = (dp[:, 0] * vb[:, 1] - dp[:, 1] * vb[:, 0]) / cross
-        time_b = (dp[:, 0] * va[:, 1] - dp[:, 1] * va[:, 0]) / cross
+        time_a = (dx * by - dy * bx) / cross
+        time_b = (dx * ay - dy * ax) / cross
         first = np.minimum(time_a, time_b)
         second = np.maximum(time_a, time_b)
-        ahead = crossing & (first >= -pet_past_s) & (second >= 0) & (second <= horizon_s)
-        pet = np.where(ahead, second - first, np.nan)
-        cosine = np.einsum("ij,ij->i", va, vb) / (speed_a * speed_b)
-    angle = np.degrees(np.arccos(np.clip(np.nan_to_num(cosine), -1.0, 1.0)))
-    kind = np.where(~moving, 3, np.where(angle > HEAD_ON_DEG, 0, np.where(angle < REAR_END_DEG, 1, 2))).astype(np.int64)
+        moving = (speed_a >= still) & (speed_b >= still) & (speed_a > 0) & (speed_b > 0)
+        speeds = speed_a * speed_b
+        ahead = moving & (np.abs(cross) > _PARALLEL * speeds) & (first >= -pet_past_s) & (second >= 0)
+        pet = np.where(ahead & (second <= horizon_s), second - first, np.nan)
+    # The angle between the headings, from its cosine: > 135° head-on, < 45° rear-end, else crossing.
+    alignment = ax * bx + ay * by
+    kind = np.where(alignment < _COS_HEAD_ON * speeds, 0, np.where(alignment > _COS_REAR_END * speeds, 1, 2))
+    kind[~moving] = 3
     return PairMeasures(
-        ttc_s=np.asarray(ttc, np.float64),
-        pet_s=np.asarray(pet, np.float64),
-        drac=np.asarray(drac, np.float64),
+        ttc_s=ttc,
+        pet_s=pet,
+        drac=drac,
         distance=np.maximum(centre_gap - radius, 0.0),
-        closing_speed=np.asarray(closing, np.float64),
-        kind=kind,
+        closing_speed=closing,
+        kind=kind.astype(np.int64),
     )
 
 

@@ -16,6 +16,14 @@ Push: state is SET (with TTL) before it is PUBLISHED on the risk-state channel, 
 appended to its camera's stream before it is PUBLISHED on the alerts channel, so a client that reads and
 then subscribes misses nothing. While Redis is down, changes of one camera coalesce; its latest state is
 written and published when Redis is back (alerts are appended and published one by one, none dropped).
+
+Provisional alerts (state.py): a measured result is a result like the others (acknowledged once written), and its
+provisional is part of the persisted state, so a restart keeps it. Expiry needs no result: a sweep every
+`provisional_ttl_s / 10` (at most 1 s) closes the provisionals of the cameras this process holds (and drops their
+groups past group_ttl_s, which before waited for the camera's next result). After a restart, a camera's persisted
+provisional is closed once its first result has restored it, as nothing is read before. An alert is
+de-duplicated in the stream by its id (state.alert_id: task id, kind, resolution), not its task id alone, since a
+task has a provisional alert and then the verdict alert that resolves it.
 """
 
 from __future__ import annotations
@@ -34,8 +42,16 @@ from riskwatch.retry import RetryCallState, retrying
 from riskwatch.telemetry.metrics import END_TO_END_LATENCY, forget_camera
 from riskwatch.v1 import events_pb2
 from riskwatch_aggregator.config import AggregatorSettings
-from riskwatch_aggregator.metrics import CACHE_BACKLOG, CACHE_UP, CAMERA_RISK, RESULTS_IGNORED, STATE_CHANGES
-from riskwatch_aggregator.state import Outcome, RiskStateBook
+from riskwatch_aggregator.metrics import (
+    CACHE_BACKLOG,
+    CACHE_UP,
+    CAMERA_RISK,
+    PROVISIONAL_RESOLUTION_SECONDS,
+    PROVISIONAL_RESOLUTIONS,
+    RESULTS_IGNORED,
+    STATE_CHANGES,
+)
+from riskwatch_aggregator.state import Applied, Outcome, RiskStateBook, alert_id, resolution_name
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +85,23 @@ class Aggregator:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_s = min(1.0, self._config.provisional_ttl_s / 10)
         self._outage_since: float | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="aggregator-writer")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="aggregator-provisional-sweep")
 
     async def stop(self) -> None:
-        """Stop the writer and try one last write; what cannot be written stays unacknowledged in Kafka."""
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        """Stop the sweep and the writer and try one last write; what cannot be written stays unacknowledged in
+        Kafka (and an expiry not written is made again after the restart)."""
+        for task in (self._sweeper, self._writer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweeper = self._writer = None
         try:
             await self._write()
         except Unavailable as exc:
@@ -114,6 +135,17 @@ class Aggregator:
         self._waiters.setdefault(camera_id, []).append((seq, future))
         await future
 
+    def expire_provisionals(self) -> None:
+        """Close the provisionals past provisional_ttl_s of every camera held here (the sweep calls this)."""
+        now = self._clock()
+        for camera_id in self._book.cameras():
+            if camera_id in self._unrestored:
+                continue
+            applied = self._book.expire(camera_id, now)
+            if applied.outcome is Outcome.CHANGED:
+                self._record(camera_id, applied)
+                self._changed(camera_id)
+
     def state(self, camera_id: str) -> events_pb2.CameraRiskState | None:
         """The camera's current state in memory (possibly not yet persisted)."""
         return self._book.get(camera_id)
@@ -124,19 +156,27 @@ class Aggregator:
 
     # ---- in memory ---------------------------------------------------------------------------------
     def _apply_restored(self, result: events_pb2.AssessmentResult, now: float) -> bool:
-        outcome = self._book.apply(result, now)
-        if outcome is not Outcome.CHANGED:
-            RESULTS_IGNORED.labels(outcome.value).inc()
+        applied = self._book.apply(result, now)
+        if applied.outcome is not Outcome.CHANGED:
+            RESULTS_IGNORED.labels(applied.outcome.value).inc()
             return False
-        state = self._book.get(result.camera_id)
-        assert state is not None
-        STATE_CHANGES.labels(state.camera_id).inc()
-        CAMERA_RISK.labels(state.camera_id).set(RiskLevel.from_proto(state.max_level) - 1)
-        END_TO_END_LATENCY.labels("risk_state").observe(max(now - events.seconds(result.capture_time), 0.0))
-        # A failure changes the state only when it is news (state.py), so each such change is a `failure` alert.
-        if result.HasField("failure") or RiskLevel.from_proto(result.verdict.risk_level) >= RiskLevel.LOW:
-            self._alerts.setdefault(state.camera_id, []).append(result.SerializeToString())
+        # Capture to state: measured results apart, as they come before any LLM and would hide its latency.
+        stage = "provisional_state" if result.WhichOneof("outcome") == "measured" else "risk_state"
+        END_TO_END_LATENCY.labels(stage).observe(max(now - events.seconds(result.capture_time), 0.0))
+        self._record(result.camera_id, applied)
         return True
+
+    def _record(self, camera_id: str, applied: Applied) -> None:
+        """Count a change of the camera's state and queue its alerts for the writer."""
+        state = self._book.get(camera_id)
+        assert state is not None
+        STATE_CHANGES.labels(camera_id).inc()
+        CAMERA_RISK.labels(camera_id).set(RiskLevel.from_proto(state.max_level) - 1)
+        for closed in applied.closed:
+            resolution = resolution_name(closed.resolution)
+            PROVISIONAL_RESOLUTIONS.labels(camera_id, resolution).inc()
+            PROVISIONAL_RESOLUTION_SECONDS.labels(resolution).observe(closed.after_s)
+        self._alerts.setdefault(camera_id, []).extend(alert.SerializeToString() for alert in applied.alerts)
 
     def _changed(self, camera_id: str) -> int:
         seq = self._seq.get(camera_id, 0) + 1
@@ -146,7 +186,15 @@ class Aggregator:
         CACHE_BACKLOG.set(self.backlog)
         return seq
 
-    # ---- the writer --------------------------------------------------------------------------------
+    # ---- background --------------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_s)
+            try:
+                self.expire_provisionals()
+            except Exception:  # a bug: keep sweeping, or no provisional would ever expire again
+                log.exception("expiring provisional alerts failed; trying again in %.1f s", self._sweep_s)
+
     async def _write_forever(self) -> None:
         while True:
             await self._wake.wait()
@@ -189,9 +237,9 @@ class Aggregator:
             if alerts:
                 # A crash between appending an alert and writing the state redelivers the result, which then
                 # applies again to the older persisted state: the stream's tail says whether it is there already.
-                recorded = await self._recorded_task_ids(camera_id, len(alerts))
+                recorded = await self._recorded_alert_ids(camera_id, len(alerts))
             while alerts:
-                if _task_id(alerts[0]) not in recorded:
+                if _alert_id(alerts[0]) not in recorded:
                     await self._cache.stream_add(
                         keys.camera_alerts(camera_id),
                         alerts[0],
@@ -226,7 +274,8 @@ class Aggregator:
         self._next_eviction = now + min(60.0, self._idle_s)
         idle = [c for c, seen in self._last_result.items() if now - seen > self._idle_s]
         for camera_id in idle:
-            if camera_id in self._dirty or camera_id in self._unrestored or self._waiters.get(camera_id):
+            pending = camera_id in self._dirty or camera_id in self._unrestored or self._waiters.get(camera_id)
+            if pending or self._book.has_provisional(camera_id):
                 continue
             self.forget(camera_id)
         # Other instances' cameras too: a state not written for the TTL has expired in Redis anyway.
@@ -240,14 +289,14 @@ class Aggregator:
         self._persisted.pop(camera_id, None)
         self._waiters.pop(camera_id, None)
         self._alerts.pop(camera_id, None)
-        forget_camera(camera_id, STATE_CHANGES, CAMERA_RISK)
+        forget_camera(camera_id, STATE_CHANGES, CAMERA_RISK, PROVISIONAL_RESOLUTIONS)
         log.info(
             "camera %s forgotten after %.0f s without results", camera_id, self._idle_s, extra={"camera_id": camera_id}
         )
 
-    async def _recorded_task_ids(self, camera_id: str, pending: int) -> set[str]:
+    async def _recorded_alert_ids(self, camera_id: str, pending: int) -> set[str]:
         tail = await self._cache.stream_tail(keys.camera_alerts(camera_id), pending + ALERT_DEDUP_WINDOW)
-        return {_task_id(entry) for entry in tail}
+        return {_alert_id(entry) for entry in tail}
 
     def _restore(self, camera_id: str, data: bytes | None) -> None:
         persisted = None
@@ -279,12 +328,12 @@ class Aggregator:
         self._waiters[camera_id] = still
 
 
-# How many of the newest alerts are checked for a task id about to be appended again.
+# How many of the newest alerts are checked for an alert id about to be appended again.
 ALERT_DEDUP_WINDOW = 50
 
 
-def _task_id(alert: bytes) -> str:
+def _alert_id(alert: bytes) -> str:
     try:
-        return events.decode(events_pb2.AssessmentResult, alert, what="alert").task_id
-    except DecodeError:
+        return alert_id(events.decode(events_pb2.AssessmentResult, alert, what="alert"))
+    except (DecodeError, ValueError):  # ValueError: a level this build does not know
         return ""

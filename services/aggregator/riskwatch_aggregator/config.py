@@ -15,6 +15,7 @@ class AggregatorConfig(FrozenModel):
     group_ttl_s: float = Field(default=120.0, gt=0)
     deescalate_hold_s: float = Field(default=10.0, ge=0)
     deescalate_after: int = Field(default=0, ge=0)
+    provisional_ttl_s: float = Field(default=10.0, gt=0, le=3600)
     recent_task_ids: int = Field(default=4096, ge=16)
     cache_retry_s: float = Field(default=0.5, gt=0)
     cache_retry_max_s: float = Field(default=10.0, gt=0)

@@ -251,6 +251,21 @@ async def test_a_group_without_verdicts_for_the_ttl_leaves_the_state(cache: Flak
         await agg.stop()
 
 
+async def test_a_result_that_expires_another_group_still_updates_its_own(cache: FlakyCache) -> None:
+    clock = Clock()
+    agg = Aggregator(settings(group_ttl_s=5), cache, clock=clock)
+    await agg.start()
+    try:
+        await feed(agg, result(0, LOW, group="old"), result(18, LOW, group="kept"))
+        clock.now = T0 + 10  # "old" (captured at T0) has expired, "kept" (T0 + 9) has not
+        await feed(agg, result(19, HIGH, group="kept"))
+        state = await stored(cache)
+        assert [(g.group_id, g.verdict.risk_level) for g in state.groups] == [("kept", HIGH)]
+        assert state.max_level == HIGH
+    finally:
+        await agg.stop()
+
+
 # ---- persistence and push ------------------------------------------------------------------------
 
 

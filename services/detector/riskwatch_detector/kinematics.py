@@ -27,8 +27,8 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 _CATEGORY_ORDER = tuple(CategoryName)
-# The median absolute deviation of a normal distribution times this is its standard deviation.
-_MAD_TO_SIGMA = 1.4826
+# The mean absolute deviation of a normal distribution times this is its standard deviation (√(π/2)).
+_MEAN_TO_SIGMA = 1.2533
 
 
 def ground_points(boxes: npt.ArrayLike) -> FloatArray:
@@ -265,8 +265,8 @@ class CameraMotion:
 def _fit(offsets: FloatArray, points: FloatArray, valid: BoolArray, outlier_sigma: float) -> _Fit:
     """Per row: a least-squares line through the valid (time offset, point) pairs, then a parabola (acceleration).
 
-    With `outlier_sigma` > 0, points farther from the first line than that many robust standard deviations
-    (1.4826 × the median distance) are dropped and both fitted again.
+    With `outlier_sigma` > 0, points farther from the first line than that many standard deviations (estimated
+    from the mean distance) are dropped and both fitted again.
     """
     t = np.where(valid, offsets, 0.0)
     p = np.where(valid[..., None], points, 0.0)
@@ -275,57 +275,56 @@ def _fit(offsets: FloatArray, points: FloatArray, valid: BoolArray, outlier_sigm
     position, velocity = moments.line()
     if outlier_sigma > 0:
         residual = np.hypot(*np.moveaxis(p - position[:, None] - velocity[:, None] * t[..., None], -1, 0))
-        # The (lower) median of each row's valid residuals: sort them first, invalid ones (inf) last.
-        ordered = np.sort(np.where(valid, residual, np.inf), axis=1)
-        middle = np.maximum(valid.sum(axis=1) - 1, 0) // 2
-        scale = _MAD_TO_SIGMA * np.where(valid.any(axis=1), ordered[np.arange(len(ordered)), middle], 0.0)
-        outlier = valid & (residual > outlier_sigma * scale[:, None]) & (scale[:, None] > 0)
+        # Robust scale without sorting: 1.2533 × the mean absolute residual is σ for normal noise, and one
+        # outlier raises it by only its share of the row.
+        count = np.maximum(weights.sum(axis=1), 1.0)
+        scale = _MEAN_TO_SIGMA * (residual * weights).sum(axis=1) / count
+        outlier = valid & (residual > outlier_sigma * scale[:, None])
         if outlier.any():
             weights = weights * ~outlier
-            t = np.where(weights > 0, t, 0.0)
+            t = t * weights
             moments = _Moments(t, p, weights)
             position, velocity = moments.line()
     used = weights > 0
     samples = used.sum(axis=1).astype(np.int64)
     span = np.where(used, t, -np.inf).max(axis=1) - np.where(used, t, np.inf).min(axis=1)
     history = np.where(samples > 0, span, 0.0)
-    return _Fit(samples, history, position, velocity, moments.acceleration(samples))
+    return _Fit(samples, history, position, velocity, moments.acceleration())
 
 
 class _Moments:
     """Weighted sums Σw·tᵏ (k ≤ 4) and Σw·tᵏ·p (k ≤ 2) per row: both fits solve their normal equations from them."""
 
     def __init__(self, t: FloatArray, p: FloatArray, w: FloatArray) -> None:
-        wt = w * t
-        wt2 = wt * t
-        self.s = [w.sum(axis=1), wt.sum(axis=1), wt2.sum(axis=1), (wt2 * t).sum(axis=1), (wt2 * t * t).sum(axis=1)]
-        self.sp = [(w[..., None] * p).sum(axis=1), (wt[..., None] * p).sum(axis=1), (wt2[..., None] * p).sum(axis=1)]
+        powers = np.empty((5, *t.shape))
+        powers[0] = w
+        for k in range(1, 5):
+            np.multiply(powers[k - 1], t, out=powers[k])
+        self.s: FloatArray = powers.sum(axis=2)  # (5, N)
+        self.sp: FloatArray = np.einsum("knw,nwd->knd", powers[:3], p)  # (3, N, 2)
 
     def line(self) -> tuple[FloatArray, FloatArray]:
         """Position at t = 0 and velocity of p ≈ p0 + v·t; NaN for rows with fewer than two distinct times."""
         s0, s1, s2 = self.s[0], self.s[1], self.s[2]
         sp, stp = self.sp[0], self.sp[1]
         det = s0 * s2 - s1 * s1
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ok = (det > 1e-12 * s0 * s2)[:, None]
-            velocity = np.where(ok, (s0[:, None] * stp - s1[:, None] * sp) / det[:, None], np.nan)
-            position = np.where(ok, (s2[:, None] * sp - s1[:, None] * stp) / det[:, None], np.nan)
+        ok = det > 1e-12 * s0 * s2
+        inverse = np.divide(1.0, det, out=np.full_like(det, np.nan), where=ok)[:, None]
+        velocity = (s0[:, None] * stp - s1[:, None] * sp) * inverse
+        position = (s2[:, None] * sp - s1[:, None] * stp) * inverse
         return position, velocity
 
-    def acceleration(self, samples: IntArray) -> FloatArray:
-        """2·c of p ≈ a + b·t + c·t²; NaN for rows with fewer than three points."""
-        out = np.full((len(samples), 2), np.nan)
-        rows = np.flatnonzero(samples >= 3)
-        if len(rows) == 0:
-            return out
-        s = [m[rows] for m in self.s]
-        normal = np.stack(
-            [np.stack(s[0:3], axis=-1), np.stack(s[1:4], axis=-1), np.stack(s[2:5], axis=-1)], axis=-2
-        )  # (n, 3, 3)
-        rhs = np.stack([m[rows] for m in self.sp], axis=-2)  # (n, 3, 2)
-        # Non-singular: three distinct times (a track's times only increase).
-        out[rows] = 2 * np.linalg.solve(normal, rhs)[:, 2]
-        return out
+    def acceleration(self) -> FloatArray:
+        """2·c of p ≈ a + b·t + c·t² (Cramer's rule on the 3×3 normal equations); NaN under three distinct times."""
+        s0, s1, s2, s3, s4 = self.s
+        c13 = s1 * s3 - s2 * s2
+        c23 = s1 * s2 - s0 * s3
+        c33 = s0 * s2 - s1 * s1
+        det = s0 * (s2 * s4 - s3 * s3) + s1 * (s2 * s3 - s1 * s4) + s2 * c13
+        ok = det > 1e-9 * np.abs(s0 * s2 * s4)
+        inverse = np.divide(2.0, det, out=np.full_like(det, np.nan), where=ok)[:, None]
+        combined = c13[:, None] * self.sp[0] + c23[:, None] * self.sp[1] + c33[:, None] * self.sp[2]
+        return np.asarray(combined * inverse, np.float64)
 
 
 # --- pairs -------------------------------------------------------------------------------------------

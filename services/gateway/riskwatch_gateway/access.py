@@ -37,6 +37,9 @@ GRPC_METHOD_ROLES: dict[str, Role] = {
     _GATEWAY + "PushFrames": Role.OPERATOR,
     _GATEWAY + "AddCamera": Role.ADMIN,
     _GATEWAY + "RemoveCamera": Role.ADMIN,
+    _GATEWAY + "GetCalibration": Role.VIEWER,
+    _GATEWAY + "SetCalibration": Role.ADMIN,
+    _GATEWAY + "DeleteCalibration": Role.ADMIN,
 }
 # Probes and grpcurl's discovery work without a token.
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

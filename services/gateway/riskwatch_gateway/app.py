@@ -19,6 +19,7 @@ from riskwatch.lifecycle import run_until_signalled
 from riskwatch.rpc import set_serving
 from riskwatch.runtime import make_cache
 from riskwatch_gateway.access import Access, is_loopback
+from riskwatch_gateway.calibrations import CalibrationStore
 from riskwatch_gateway.cameras import CameraRegistry
 from riskwatch_gateway.config import GatewayConfig, GatewaySettings
 from riskwatch_gateway.detect import Detect, DetectorClient
@@ -55,7 +56,7 @@ class GatewayApp:
         self.cache = cache
         config = settings.gateway
         self.hub = Hub()
-        self.cameras = CameraRegistry(config, detector, self.hub)
+        self.cameras = CameraRegistry(config, detector, self.hub, CalibrationStore(config.state_dir))
         self.feed = RiskFeed(cache, self.hub, self.cameras.ids)
         self.health = HealthFeed(cache, self.hub)
         self._servicer = GatewayServicer(config, self.cameras, self.feed, self.hub)

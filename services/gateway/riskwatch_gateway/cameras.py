@@ -1,5 +1,6 @@
 """Cameras at runtime: each samples its source, keeps only the newest frame while the detector is busy,
-gets detections and hands them to the fan-out. The registry adds and removes cameras while running."""
+sends it with the camera's calibration to the detector and hands the detections to the fan-out. The registry adds
+and removes cameras, and sets their calibrations, while running."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 from pydantic import ValidationError
 
+from riskwatch.domain.calibration import MAX_POINTS, Calibration
 from riskwatch.domain.cameras import CAMERA_ID_RULE, is_valid_camera_id
 from riskwatch.errors import (
     CameraExists,
@@ -29,7 +31,15 @@ from riskwatch.events import event_id, timestamp
 from riskwatch.telemetry.metrics import forget_camera
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2
 from riskwatch_gateway import metrics
-from riskwatch_gateway.config import PUSH_SOURCE, CameraConfig, GatewayConfig, SourceKind, SourceRefused
+from riskwatch_gateway.calibrations import CalibrationOrigin, CalibrationStore, CameraCalibration
+from riskwatch_gateway.config import (
+    PUSH_SOURCE,
+    CalibrationPoints,
+    CameraConfig,
+    GatewayConfig,
+    SourceKind,
+    SourceRefused,
+)
 from riskwatch_gateway.detect import Detect
 from riskwatch_gateway.fanout import Hub, Update, UpdateKind
 from riskwatch_gateway.messages import camera_json, redact_source
@@ -55,6 +65,10 @@ FPS_WINDOW_S = 5.0
 
 class InvalidCamera(InvalidRequest):
     """A camera definition that does not validate (bad id, source or fps)."""
+
+
+class InvalidCalibration(InvalidRequest):
+    """Calibration points that do not validate: the wrong shape, or points that define no ground plane."""
 
 
 class SourceNotAllowed(InvalidRequest):
@@ -103,9 +117,16 @@ class LatestFrame:
 
 
 class Camera:
-    """One camera's pipeline: source → newest frame → detector → fan-out."""
+    """One camera's pipeline: source → newest frame (with the camera's calibration) → detector → fan-out."""
 
-    def __init__(self, config: CameraConfig, settings: GatewayConfig, detector: Detect, hub: Hub) -> None:
+    def __init__(
+        self,
+        config: CameraConfig,
+        settings: GatewayConfig,
+        detector: Detect,
+        hub: Hub,
+        calibration: CameraCalibration,
+    ) -> None:
         self.config = config
         self.fps = config.fps or settings.default_fps
         self._settings = settings
@@ -123,10 +144,23 @@ class Camera:
         self._frames_detected = 0
         self._frames_dropped = 0
         self._options = EncodeOptions(settings.jpeg_quality, settings.preview_max_side, settings.preview_jpeg_quality)
+        self._calibration = calibration
+        self._calibration_proto = calibration.calibration.to_proto() if calibration.calibration else None
 
     @property
     def camera_id(self) -> str:
         return self.config.id
+
+    @property
+    def calibration(self) -> CameraCalibration:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, calibration: CameraCalibration) -> None:
+        """A new calibration: sent with every frame from now on, and shown to clients at once."""
+        self._calibration = calibration
+        self._calibration_proto = calibration.calibration.to_proto() if calibration.calibration else None
+        self.publish_status()
 
     @property
     def is_push(self) -> bool:
@@ -225,6 +259,7 @@ class Camera:
             ),
             status=_STATUS[self._state],
             measured_fps=fps,
+            calibrated=self._calibration_proto is not None,
         )
 
     def status_extra(self) -> dict[str, object]:
@@ -287,7 +322,12 @@ class Camera:
                 await asyncio.sleep(1.0)
 
     async def detect(self, frame: detector_pb2.Frame, preview_jpeg: bytes | None) -> events_pb2.DetectionEvent:
-        """Detect one frame and hand its detections to the fan-out."""
+        """Detect one frame, with the camera's calibration (replacing any a pusher sent: calibrating is the admin's),
+        and hand its detections to the fan-out."""
+        if self._calibration_proto is not None:
+            frame.calibration.CopyFrom(self._calibration_proto)
+        else:
+            frame.ClearField("calibration")
         started = time.perf_counter()
         try:
             event = await self._detector.detect(frame)
@@ -325,13 +365,38 @@ class Camera:
         return await self.detect(frame, preview)
 
 
+def _problems(exc: ValidationError) -> str:
+    """Every problem pydantic found, each with where it is ("cameras.0.fps: ...")."""
+    return "; ".join(
+        ".".join(str(p) for p in e["loc"]) + (": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
+
+
 def parse_camera(fields: dict[str, object]) -> CameraConfig:
     """Validate a camera definition from a client, raising InvalidCamera with every problem named."""
     try:
         return CameraConfig.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'camera'}: {e['msg']}" for e in exc.errors())
-        raise InvalidCamera(f"invalid camera: {problems}") from exc
+        raise InvalidCamera(f"invalid camera: {_problems(exc)}") from exc
+
+
+def parse_calibration(fields: object) -> CalibrationPoints:
+    """Validate calibration points from a client ({"image_points": [[x, y], ...], "ground_points": [...]}),
+    raising InvalidCalibration with every problem named (Calibration.fit's message for a degenerate set)."""
+    try:
+        return CalibrationPoints.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidCalibration(f"invalid calibration: {_problems(exc)}") from exc
+
+
+def calibration_fields(message: events_pb2.GroundCalibration) -> dict[str, object]:
+    """A gRPC client's points as parse_calibration takes them; one more than the most allowed is kept, so a longer
+    list is refused as too long without being copied whole."""
+    return {
+        name: [(p.x, p.y) for p in points[: MAX_POINTS + 1]]
+        for name, points in (("image_points", message.image_points), ("ground_points", message.ground_points))
+    }
 
 
 def camera_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -346,10 +411,11 @@ def camera_fields(body: dict[str, Any]) -> dict[str, Any]:
 class CameraRegistry:
     """The cameras the gateway runs, changeable at runtime."""
 
-    def __init__(self, settings: GatewayConfig, detector: Detect, hub: Hub) -> None:
+    def __init__(self, settings: GatewayConfig, detector: Detect, hub: Hub, calibrations: CalibrationStore) -> None:
         self._settings = settings
         self._detector = detector
         self._hub = hub
+        self._calibrations = calibrations
         self._cameras: dict[str, Camera] = {}
         self._probing = 0  # cameras being probed, counted against max_cameras
         # Push cameras registered by their first frame (auto_register_push_cameras), limited in number.
@@ -407,7 +473,8 @@ class CameraRegistry:
     def add(self, config: CameraConfig, *, offline_reason: str | None = None) -> Camera:
         """Register and start a camera whose source is already checked (config/cameras.yaml, push, add_checked)."""
         self._check_room(config, 0)
-        camera = Camera(config, self._settings, self._detector, self._hub)
+        calibration = self._calibrations.resolve(config.id, _configured(config))
+        camera = Camera(config, self._settings, self._detector, self._hub, calibration)
         self._cameras[config.id] = camera
         camera.start(offline_reason)
         log.info("camera %s added (%s, %.1f fps)", config.id, config.kind, camera.fps, extra={"camera_id": config.id})
@@ -423,6 +490,27 @@ class CameraRegistry:
         info = camera.info()
         info.status = gateway_pb2.CAMERA_STATUS_OFFLINE
         self._hub.publish(Update(UpdateKind.CAMERA_STATUS, camera_id, camera=info, camera_extra={"removed": True}))
+
+    def set_calibration(self, camera_id: str, points: CalibrationPoints) -> CameraCalibration:
+        """Fit and store an API calibration for a camera (kept across restarts; beats its configured one)."""
+        camera = self.get(camera_id)
+        fitted = points.fit()
+        camera.calibration = self._calibrations.put(camera_id, fitted, _configured(camera.config))
+        log.info(
+            "camera %s calibrated through the API (reprojection error %.3f m)",
+            camera_id,
+            fitted.reprojection_error_m,
+            extra={"camera_id": camera_id},
+        )
+        return camera.calibration
+
+    def delete_calibration(self, camera_id: str) -> CameraCalibration:
+        """Drop a camera's API calibration: it falls back to its configured one, or none."""
+        camera = self.get(camera_id)
+        if camera.calibration.origin is CalibrationOrigin.API:
+            camera.calibration = self._calibrations.delete(camera_id, _configured(camera.config))
+            log.info("camera %s: API calibration deleted", camera_id, extra={"camera_id": camera_id})
+        return camera.calibration
 
     def push_target(self, camera_id: str) -> Camera:
         """The camera a pushed frame belongs to, registering an unknown id as a push camera when allowed."""
@@ -446,3 +534,7 @@ class CameraRegistry:
     async def stop_all(self) -> None:
         cameras, self._cameras = list(self._cameras.values()), {}
         await asyncio.gather(*(camera.stop() for camera in cameras))
+
+
+def _configured(config: CameraConfig) -> Calibration | None:
+    return config.calibration.fit() if config.calibration is not None else None

@@ -10,6 +10,7 @@ from typing import ClassVar, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from riskwatch.config import CommonSettings, FrozenModel
+from riskwatch.domain.calibration import MAX_POINTS, Calibration, CalibrationError
 from riskwatch.domain.cameras import CAMERA_ID_RULE, CameraId
 
 
@@ -53,6 +54,24 @@ def device_index(source: str) -> int:
     return int(index)
 
 
+class CalibrationPoints(FrozenModel):
+    """A camera's ground-plane calibration as configured: image points (px) and where they lie on the ground (m)."""
+
+    image_points: list[tuple[float, float]] = Field(max_length=MAX_POINTS)
+    ground_points: list[tuple[float, float]] = Field(max_length=MAX_POINTS)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        try:
+            self.fit()
+        except CalibrationError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def fit(self, version: int = 0) -> Calibration:
+        return Calibration.fit(self.image_points, self.ground_points, version=version)
+
+
 class CameraConfig(FrozenModel):
     """One camera: where its frames come from and how often it is sampled."""
 
@@ -63,6 +82,8 @@ class CameraConfig(FrozenModel):
     fps: float | None = Field(default=None, gt=0, le=60)
     # Video files only: start again at the end.
     loop: bool = False
+    # Ground-plane calibration (kinematics and conflicts in metres); one set through the API beats it until deleted.
+    calibration: CalibrationPoints | None = None
 
     @field_validator("source")
     @classmethod
@@ -233,6 +254,9 @@ class GatewayConfig(FrozenModel):
     # Browser origins allowed for WebSocket/REST besides the dashboard's own (on an allowed host); ["*"] = any.
     allowed_origins: list[str] = Field(default_factory=list)
     access: AccessConfig = AccessConfig()
+    # Where the gateway keeps what the API changed and a restart must keep (calibrations.json); relative to the
+    # working directory.
+    state_dir: Path = Path("var/state/gateway")
     # Largest gRPC-web request body; a bigger one is refused (RESOURCE_EXHAUSTED) without being read further.
     grpc_web_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     sources: SourcesConfig = SourcesConfig()

@@ -12,7 +12,7 @@ from riskwatch.domain.cameras import loggable_camera_id
 from riskwatch.errors import InvalidFrame, InvalidRequest, LimitReached, RiskwatchError
 from riskwatch.v1 import detector_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway import metrics
-from riskwatch_gateway.cameras import CameraRegistry, parse_camera
+from riskwatch_gateway.cameras import CameraRegistry, calibration_fields, parse_calibration, parse_camera
 from riskwatch_gateway.config import GatewayConfig
 from riskwatch_gateway.fanout import ClientQueue, ClientTooSlow, Hub, Subscriber, TooManyClients, UpdateKind
 from riskwatch_gateway.riskfeed import RiskFeed
@@ -137,3 +137,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.GetCameraStateResponse:
         self._cameras.get(request.camera_id)
         return gateway_pb2.GetCameraStateResponse(state=await self._feed.current_state(request.camera_id))
+
+    async def GetCalibration(
+        self, request: gateway_pb2.GetCalibrationRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetCalibrationResponse:
+        camera = self._cameras.get(request.camera_id)
+        return gateway_pb2.GetCalibrationResponse(calibration=camera.calibration.to_proto())
+
+    async def SetCalibration(
+        self, request: gateway_pb2.SetCalibrationRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SetCalibrationResponse:
+        self._cameras.get(request.camera_id)
+        points = parse_calibration(calibration_fields(request.calibration))
+        calibration = self._cameras.set_calibration(request.camera_id, points)
+        return gateway_pb2.SetCalibrationResponse(calibration=calibration.to_proto())
+
+    async def DeleteCalibration(
+        self, request: gateway_pb2.DeleteCalibrationRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteCalibrationResponse:
+        calibration = self._cameras.delete_calibration(request.camera_id)
+        return gateway_pb2.DeleteCalibrationResponse(calibration=calibration.to_proto())

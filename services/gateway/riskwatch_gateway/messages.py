@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -45,6 +45,94 @@ def category_name(category: int) -> str:
     return events_pb2.Category.Name(category).removeprefix("CATEGORY_").lower()  # type: ignore[arg-type]
 
 
+def _vector(vector: events_pb2.Vector2, digits: int) -> list[float]:
+    return [round(vector.x, digits), round(vector.y, digits)]
+
+
+def kinematics_json(kinematics: events_pb2.Kinematics) -> dict[str, Any] | None:
+    """A track's motion; None while it is not estimated (too little history). Pixels to 0.1 px, metres to 1 cm,
+    speeds to 0.01, headings to 0.1°; the ground-plane (metre) fields only when the camera is calibrated."""
+    if not kinematics.estimated:
+        return None
+    out: dict[str, Any] = {
+        "samples": kinematics.samples,
+        "history_s": round(kinematics.history_s, 2),
+        "ground_point_px": _vector(kinematics.ground_point_px, 1),
+        "velocity_px_s": _vector(kinematics.velocity_px_s, 1),
+        "acceleration_px_s2": _vector(kinematics.acceleration_px_s2, 1),
+        "speed_px_s": round(kinematics.speed_px_s, 1),
+        "speed_box_s": round(kinematics.speed_box_s, 2),
+        "heading_deg": round(kinematics.heading_deg, 1),
+    }
+    if kinematics.HasField("speed_m_s"):
+        out.update(
+            ground_point_m=_vector(kinematics.ground_point_m, 2),
+            velocity_m_s=_vector(kinematics.velocity_m_s, 2),
+            acceleration_m_s2=_vector(kinematics.acceleration_m_s2, 2),
+            speed_m_s=round(kinematics.speed_m_s, 2),
+        )
+        if kinematics.HasField("ground_heading_deg"):
+            out["ground_heading_deg"] = round(kinematics.ground_heading_deg, 1)
+    return out
+
+
+def conflict_kind_name(kind: int) -> str:
+    return events_pb2.ConflictKind.Name(kind).removeprefix("CONFLICT_KIND_").lower()  # type: ignore[arg-type]
+
+
+# The optional measures of a Conflict, with the digits each is rounded to.
+_CONFLICT_MEASURES: tuple[tuple[Literal["ttc_s", "pet_s", "drac_m_s2"], int], ...] = (
+    ("ttc_s", 3),
+    ("pet_s", 3),
+    ("drac_m_s2", 2),
+)
+
+
+def conflict_json(conflict: events_pb2.Conflict) -> dict[str, Any]:
+    """A pair's surrogate safety measures: the seconds to 1 ms, gaps and speeds to 0.01 (m and m/s when
+    `calibrated`, else box sizes); ttc_s, pet_s and drac_m_s2 only when set."""
+    out: dict[str, Any] = {
+        "track_a": conflict.track_a,
+        "track_b": conflict.track_b,
+        "category_a": category_name(conflict.category_a),
+        "category_b": category_name(conflict.category_b),
+        "kind": conflict_kind_name(conflict.kind),
+        "calibrated": conflict.calibrated,
+    }
+    for name, digits in _CONFLICT_MEASURES:
+        if conflict.HasField(name):
+            out[name] = round(getattr(conflict, name), digits)
+    out["distance"] = round(conflict.distance, 2)
+    out["closing_speed"] = round(conflict.closing_speed, 2)
+    return out
+
+
+def _detection_json(detection: events_pb2.Detection) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "track_id": detection.track_id,
+        "class_name": detection.class_name,
+        "category": category_name(detection.category),
+        "confidence": round(detection.confidence, 3),
+        "box": _box(detection.box),
+    }
+    kinematics = kinematics_json(detection.kinematics)
+    if kinematics is not None:
+        out["kinematics"] = kinematics
+    return out
+
+
+def _detected_group_json(group: events_pb2.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "group_id": group.group_id,
+        "member_track_ids": list(group.member_track_ids),
+        "box": _box(group.box),
+        "features": GroupFeatures.from_proto(group.features).to_dict(digits=4, omit_unset=True),
+    }
+    if group.HasField("conflict"):
+        out["conflict"] = conflict_json(group.conflict)
+    return out
+
+
 def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "detections",
@@ -56,25 +144,8 @@ def detections_json(event: events_pb2.DetectionEvent, frame_jpeg: bytes | None =
         "image_height": event.image_height,
         "detector_latency_ms": round(event.detector_latency_ms, 2),
         "model": event.model,
-        "detections": [
-            {
-                "track_id": d.track_id,
-                "class_name": d.class_name,
-                "category": category_name(d.category),
-                "confidence": round(d.confidence, 3),
-                "box": _box(d.box),
-            }
-            for d in event.detections
-        ],
-        "groups": [
-            {
-                "group_id": g.group_id,
-                "member_track_ids": list(g.member_track_ids),
-                "box": _box(g.box),
-                "features": GroupFeatures.from_proto(g.features).to_dict(digits=4, omit_unset=True),
-            }
-            for g in event.groups
-        ],
+        "detections": [_detection_json(d) for d in event.detections],
+        "groups": [_detected_group_json(g) for g in event.groups],
     }
     if frame_jpeg is not None:
         out["frame_jpeg_b64"] = base64.b64encode(frame_jpeg).decode("ascii")
@@ -95,6 +166,23 @@ def failure_json(failure: events_pb2.Failure) -> dict[str, Any]:
     return {"kind": FailureKind.from_proto(failure.kind).value, "message": failure.message}
 
 
+def measured_json(measured: events_pb2.MeasuredDanger) -> dict[str, Any]:
+    """Danger the detector measured, before any LLM verdict: its level, risk types, description and conflict."""
+    out: dict[str, Any] = {
+        "risk_level": RiskLevel.from_proto(measured.risk_level).protocol_name,
+        "risk_types": list(measured.risk_types),
+        "description": measured.description,
+    }
+    if measured.HasField("conflict"):
+        out["conflict"] = conflict_json(measured.conflict)
+    return out
+
+
+def resolution_name(resolution: int) -> str:
+    name = events_pb2.ProvisionalResolution.Name(resolution)  # type: ignore[arg-type]
+    return name.removeprefix("PROVISIONAL_RESOLUTION_").lower()
+
+
 def _group_json(group: events_pb2.GroupRisk) -> dict[str, Any]:
     out: dict[str, Any] = {
         "group_id": group.group_id,
@@ -106,6 +194,8 @@ def _group_json(group: events_pb2.GroupRisk) -> dict[str, Any]:
     }
     if group.HasField("failure"):
         out["failure"] = failure_json(group.failure)
+    if group.HasField("provisional"):
+        out["provisional"] = measured_json(group.provisional)
     return out
 
 
@@ -137,11 +227,16 @@ def alert_json(result: events_pb2.AssessmentResult, replay: bool = False) -> dic
         "llm_latency_ms": round(result.llm_latency_ms, 1),
         "attempts": result.attempts,
         "replay": replay,
+        "provisional": result.HasField("measured"),
     }
     if result.HasField("verdict"):
         out.update(verdict_json(result.verdict))
     elif result.HasField("failure"):
         out["failure"] = failure_json(result.failure)
+    elif result.HasField("measured"):
+        out.update(measured_json(result.measured))
+    if result.provisional_resolution != events_pb2.PROVISIONAL_RESOLUTION_UNSPECIFIED:
+        out["provisional_resolution"] = resolution_name(result.provisional_resolution)
     return out
 
 
@@ -157,6 +252,7 @@ def camera_json(info: gateway_pb2.CameraInfo, extra: dict[str, Any] | None = Non
         "loop": info.camera.loop,
         "status": status_name(info.status),
         "measured_fps": round(info.measured_fps, 2),
+        "calibrated": info.calibrated,
     }
     if extra:
         out.update(extra)

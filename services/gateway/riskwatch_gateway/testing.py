@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +31,17 @@ Message = dict[str, Any]
 
 
 class FakeDetector:
-    """Answers every frame with one pedestrian, one car and a group of both; b"bad" images are invalid."""
+    """Answers every frame with one pedestrian, one car and a group of both (or with `respond(frame)` when given);
+    b"bad" images are invalid."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        respond: Callable[[detector_pb2.Frame], events_pb2.DetectionEvent] | None = None,
+    ) -> None:
         self.frames: list[detector_pb2.Frame] = []
         self.delay_s = delay_s
+        self.respond = respond
 
     async def detect(self, frame: detector_pb2.Frame) -> events_pb2.DetectionEvent:
         if not frame.image or frame.image.startswith(b"bad"):
@@ -42,6 +49,8 @@ class FakeDetector:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.frames.append(frame)
+        if self.respond is not None:
+            return self.respond(frame)
         image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_COLOR)
         height, width = image.shape[:2] if image is not None else (0, 0)
         return events_pb2.DetectionEvent(
@@ -83,10 +92,125 @@ class FakeDetector:
         )
 
 
+# near_miss_event: a pedestrian (track 1) walking east at 1.5 m/s and a car (track 2) driving west at 6 m/s on the
+# same line, 14 m apart at t = 0, seen by a camera at 20 px per metre (ground x = (u - 100) / 20, y = (400 - v) / 20)
+# in a 640×480 image. Their gap closes at 7.5 m/s, so the time to collision is (14 - 7.5 t) / 7.5 s.
+NEAR_MISS_PX_PER_M = 20.0
+NEAR_MISS_MIN_SAMPLES = 3  # the fake's tracks are estimated from their third frame on (5 frames a second)
+
+
+def near_miss_ttc_s(t: float) -> float:
+    return (14.0 - 7.5 * t) / 7.5
+
+
+def _moving_detection(
+    track_id: int,
+    category: events_pb2.Category.ValueType,
+    *,
+    x_m: float,
+    velocity_m_s: float,
+    size_px: tuple[float, float],
+    samples: int,
+    calibrated: bool,
+) -> events_pb2.Detection:
+    u, v = 100.0 + NEAR_MISS_PX_PER_M * x_m, 300.0
+    width, height = size_px
+    detection = events_pb2.Detection(
+        track_id=track_id,
+        class_name="person" if category == events_pb2.CATEGORY_PEDESTRIAN else "car",
+        category=category,
+        confidence=0.9,
+        box=events_pb2.BoundingBox(x1=u - width / 2, y1=v - height, x2=u + width / 2, y2=v),
+    )
+    kinematics = detection.kinematics
+    kinematics.samples = samples
+    kinematics.history_s = (samples - 1) * 0.2
+    if samples < NEAR_MISS_MIN_SAMPLES:
+        return detection
+    speed_px = abs(velocity_m_s) * NEAR_MISS_PX_PER_M
+    kinematics.estimated = True
+    kinematics.ground_point_px.CopyFrom(events_pb2.Vector2(x=u, y=v))
+    kinematics.velocity_px_s.CopyFrom(events_pb2.Vector2(x=velocity_m_s * NEAR_MISS_PX_PER_M, y=0.0))
+    kinematics.speed_px_s = speed_px
+    kinematics.speed_box_s = speed_px / (width * height) ** 0.5
+    kinematics.heading_deg = 90.0 if velocity_m_s > 0 else 270.0
+    if calibrated:
+        kinematics.ground_point_m.CopyFrom(events_pb2.Vector2(x=x_m, y=5.0))
+        kinematics.velocity_m_s.CopyFrom(events_pb2.Vector2(x=velocity_m_s, y=0.0))
+        kinematics.speed_m_s = abs(velocity_m_s)
+        kinematics.ground_heading_deg = kinematics.heading_deg
+    return detection
+
+
+def near_miss_event(camera_id: str, frame_id: int, t: float, *, calibrated: bool = True) -> events_pb2.DetectionEvent:
+    """The detector's answer at time `t` (s) of the scene above: both tracks, their group and its conflict."""
+    samples = round(t / 0.2) + 1
+    pedestrian = _moving_detection(
+        1,
+        events_pb2.CATEGORY_PEDESTRIAN,
+        x_m=2.0 + 1.5 * t,
+        velocity_m_s=1.5,
+        size_px=(20, 60),
+        samples=samples,
+        calibrated=calibrated,
+    )
+    car = _moving_detection(
+        2,
+        events_pb2.CATEGORY_VEHICLE,
+        x_m=16.0 - 6.0 * t,
+        velocity_m_s=-6.0,
+        size_px=(80, 40),
+        samples=samples,
+        calibrated=calibrated,
+    )
+    gap_m = 14.0 - 7.5 * t
+    group = events_pb2.Group(
+        group_id="g1",
+        member_track_ids=[1, 2],
+        box=events_pb2.BoundingBox(
+            x1=pedestrian.box.x1, y1=pedestrian.box.y1, x2=car.box.x2, y2=max(pedestrian.box.y2, car.box.y2)
+        ),
+        features=events_pb2.GroupFeatures(vehicles=1, pedestrians=1, density=0.1),
+    )
+    if samples >= NEAR_MISS_MIN_SAMPLES:
+        ttc = near_miss_ttc_s(t)
+        box_size = ((20 * 60) ** 0.5 + (80 * 40) ** 0.5) / 2
+        group.conflict.CopyFrom(
+            events_pb2.Conflict(
+                track_a=1,
+                track_b=2,
+                category_a=events_pb2.CATEGORY_PEDESTRIAN,
+                category_b=events_pb2.CATEGORY_VEHICLE,
+                kind=events_pb2.CONFLICT_KIND_HEAD_ON,
+                calibrated=calibrated,
+                ttc_s=ttc,
+                distance=gap_m if calibrated else gap_m * NEAR_MISS_PX_PER_M / box_size,
+                closing_speed=7.5 if calibrated else 7.5 * NEAR_MISS_PX_PER_M / box_size,
+            )
+        )
+        if calibrated:
+            group.conflict.drac_m_s2 = 7.5 / (2 * ttc)
+        group.features.min_ttc_s = ttc
+    return events_pb2.DetectionEvent(
+        event_id=event_id(camera_id, frame_id),
+        camera_id=camera_id,
+        frame_id=frame_id,
+        capture_time=timestamp(1_700_000_000.0 + t),
+        image_width=640,
+        image_height=480,
+        detections=[pedestrian, car],
+        groups=[group],
+        detector_latency_ms=1.0,
+        model="fake",
+    )
+
+
 def make_settings(cameras: list[CameraConfig] | None = None, **gateway: Any) -> GatewaySettings:
     fields: dict[str, Any] = {"grpc_port": 0, "http_port": 0, "heartbeat_interval_s": 0.5, "status_interval_s": 0.5}
     # Tests read the clips they write under the temporary directory (pytest's tmp_path).
     fields["sources"] = SourcesConfig(media_roots=[Path(tempfile.gettempdir()), Path("var/data")])
+    # A state directory of its own (made only when something is written there); a restart test passes its own.
+    fields["state_dir"] = Path(tempfile.gettempdir()) / f"riskwatch-gateway-state-{uuid.uuid4().hex}"
     fields.update(gateway)
     return GatewaySettings(gateway=GatewayConfig(**fields), cameras=CamerasConfig(cameras=cameras or []))
 

@@ -104,7 +104,7 @@ class WebApp:
             app = CORSMiddleware(
                 app,
                 allow_origins=self._access.cross_origins,
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
                 allow_headers=[
                     "Authorization",
                     "Content-Type",

@@ -1,5 +1,6 @@
 """The dashboard in headless Chromium: a camera tile shows the frame with boxes, a group turns the colour of
-its risk after a verdict, alerts and health appear. Saves a screenshot to test-artifacts/."""
+its risk after a verdict, alerts and health appear; tracks have trails and speeds, a conflict its TTC line, and a
+provisional alert is marked until a verdict resolves it. Saves screenshots to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright
@@ -19,7 +21,15 @@ from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import CameraConfig
-from riskwatch_gateway.testing import GatewayFactory, make_settings, publish_alert, publish_state, risk_state
+from riskwatch_gateway.testing import (
+    FakeDetector,
+    GatewayFactory,
+    make_settings,
+    near_miss_event,
+    publish_alert,
+    publish_state,
+    risk_state,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -233,4 +243,106 @@ async def test_a_failed_assessment_shows_on_the_group_the_camera_and_the_alert_l
     await publish_state(cache, risk_state("cam-01", 3))
     await page.wait_for_selector('[data-camera="cam-01"][data-version="3"]', timeout=10_000)
     assert await tile.locator(".failure").inner_text() == ""
+    assert not errors, errors
+
+
+def near_miss_frame(t: float) -> bytes:
+    """The 640×480 picture of testing.near_miss_event at time t: a road, the pedestrian and the car."""
+    image = np.full((480, 640, 3), (90, 90, 90), np.uint8)
+    cv2.rectangle(image, (0, 250), (640, 330), (60, 60, 60), -1)
+    pedestrian_u, car_u = int(140 + 30 * t), int(420 - 120 * t)
+    cv2.rectangle(image, (pedestrian_u - 8, 242), (pedestrian_u + 8, 298), (200, 170, 120), -1)
+    cv2.rectangle(image, (car_u - 38, 262), (car_u + 38, 298), (40, 40, 160), -1)
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(data.tobytes())
+
+
+async def canvas_rgb(page: Page, x: int, y: int) -> list[int]:
+    return (await pixel(page, x, y))[:3]
+
+
+async def test_tracks_draw_trails_speeds_and_the_ttc_of_a_conflict_then_a_provisional_alert_resolves(
+    browser: Browser, gateway: GatewayApp, cache: InMemoryCache, detector: FakeDetector
+) -> None:
+    detector.respond = lambda frame: near_miss_event(frame.camera_id, frame.frame_id, (frame.frame_id - 1) * 0.2)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}") as http:
+        calibrated = await http.put(
+            "/api/cameras/cam-01/calibration",
+            json={
+                "image_points": [[100, 400], [500, 400], [500, 100], [100, 100]],
+                "ground_points": [[0, 0], [20, 0], [20, 15], [0, 15]],
+            },
+        )
+        assert calibrated.status_code == 200
+    page, errors = await open_dashboard(browser, gateway)
+    await page.wait_for_selector('#connection[data-state="online"]', timeout=10_000)
+    tile = page.locator('[data-camera="cam-01"]')
+    await page.wait_for_selector('[data-camera="cam-01"][data-calibrated="true"]', timeout=10_000)
+    assert await tile.locator(".calibration").inner_text() == "calibrated"
+
+    # Five frames at 5 FPS (t = 0 … 0.8 s): the tracks are estimated from the third on.
+    for frame_id in range(1, 6):
+        t = (frame_id - 1) * 0.2
+        frame = detector_pb2.Frame(camera_id="cam-01", frame_id=frame_id, image=near_miss_frame(t))
+        await gateway.cameras.get("cam-01").push(frame)
+    await page.wait_for_function(
+        "() => window.riskwatchOverlay && window.riskwatchOverlay['cam-01'] &&"
+        " window.riskwatchOverlay['cam-01'].frame_id === 5",
+        timeout=10_000,
+    )
+    overlay = await page.evaluate("() => window.riskwatchOverlay['cam-01']")
+    tracks = {track["track_id"]: track for track in overlay["tracks"]}
+    # Ground points u = 140 + 30 t (pedestrian) and 420 - 120 t (car), v = 300, over the last 1.5 s (all five).
+    assert tracks[1]["trail"] == [[140, 300], [146, 300], [152, 300], [158, 300], [164, 300]]
+    assert tracks[2]["trail"] == [[420, 300], [396, 300], [372, 300], [348, 300], [324, 300]]
+    assert tracks[1]["speed"] == "1.5 m/s" and tracks[2]["speed"] == "6.0 m/s"
+    [conflict] = overlay["conflicts"]
+    # 8 m apart closing at 7.5 m/s: TTC 1.07 s, under 1.5 s, so drawn in the 'high' red.
+    assert conflict["label"] == "TTC 1.1 s" and conflict["level"] == "high"
+    assert conflict["from"] == [164, 300] and conflict["to"] == [324, 300]
+    # On the canvas (640 px wide, as the image): the conflict line between the two, the car's trail behind it.
+    assert await canvas_rgb(page, 200, 300) == [0xD3, 0x2F, 0x2F]
+    assert await canvas_rgb(page, 400, 300) == [0xFF, 0xFF, 0xFF]
+
+    # The task generator's provisional alert and the aggregator's state resting on it …
+    measured = events_pb2.MeasuredDanger(
+        risk_level=events_pb2.RISK_LEVEL_HIGH,
+        risk_types=["near_miss"],
+        description="pedestrian 1 and vehicle 2 head-on, TTC 1.1 s",
+        conflict=near_miss_event("cam-01", 5, 0.8).groups[0].conflict,
+    )
+    task = {"task_id": "cam-01:5/g1", "event_id": "cam-01:5", "camera_id": "cam-01", "group_id": "g1"}
+    await publish_alert(cache, events_pb2.AssessmentResult(**task, completed_time=timestamp(), measured=measured))
+    provisional = events_pb2.CameraRiskState(
+        camera_id="cam-01",
+        version=1,
+        max_level=events_pb2.RISK_LEVEL_HIGH,
+        groups=[events_pb2.GroupRisk(group_id="g1", member_track_ids=[1, 2], provisional=measured)],
+    )
+    await publish_state(cache, provisional)
+    await page.wait_for_selector('#alerts li[data-mark="provisional"]', timeout=10_000)
+    assert "head-on, TTC 1.1 s" in await page.locator("#alerts li").first.inner_text()
+    await page.wait_for_selector('[data-camera="cam-01"][data-version="1"]', timeout=10_000)
+    assert await tile.locator(".groups").inner_text() == "g1: high (provisional)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-near-miss.png"), full_page=True)
+
+    # … then the LLM's verdict confirms it.
+    verdict = events_pb2.Verdict(risk_level=events_pb2.RISK_LEVEL_HIGH, description="The car will hit the pedestrian.")
+    await publish_alert(
+        cache,
+        events_pb2.AssessmentResult(
+            **task,
+            completed_time=timestamp(),
+            verdict=verdict,
+            provisional_resolution=events_pb2.PROVISIONAL_RESOLUTION_CONFIRMED,
+        ),
+    )
+    confirmed = risk_state("cam-01", 2)
+    await publish_state(cache, confirmed)
+    await page.wait_for_selector('[data-camera="cam-01"][data-version="2"]', timeout=10_000)
+    await page.wait_for_selector('#alerts li[data-mark="confirmed"]', timeout=10_000)
+    assert await page.locator('#alerts li[data-mark="provisional"]').count() == 0
+    assert await tile.locator(".groups").inner_text() == "g1: high (confirmed)"
     assert not errors, errors

@@ -274,7 +274,7 @@ async def test_grpcurl_lists_services_and_calls_every_rpc(gateway: GatewayApp, c
         listed
     )
     methods = (await run(grpcurl, port, "list", "riskwatch.v1.GatewayService")).split()
-    assert len(methods) == 6
+    assert len(methods) == 9
 
     added = json.loads(
         await run(
@@ -323,6 +323,23 @@ async def test_grpcurl_lists_services_and_calls_every_rpc(gateway: GatewayApp, c
         check=False,
     )
     assert '"version": "1"' in watch.stdout  # the current state, before -max-time ends the stream
+
+    points = (
+        '{"camera_id": "cam-g", "calibration": {"image_points": [{"x": 0, "y": 0}, {"x": 100, "y": 0}, '
+        '{"x": 100, "y": 100}, {"x": 0, "y": 100}], "ground_points": [{"x": 0, "y": 0}, {"x": 5, "y": 0}, '
+        '{"x": 5, "y": 5}, {"x": 0, "y": 5}]}}'
+    )
+    calibrated = json.loads(await run(grpcurl, port, "riskwatch.v1.GatewayService/SetCalibration", data=points))
+    assert calibrated["calibration"]["origin"] == "CALIBRATION_ORIGIN_API"
+    assert calibrated["calibration"]["calibration"]["homography"][0] == pytest.approx(0.05)  # 5 m per 100 px
+    got = json.loads(
+        await run(grpcurl, port, "riskwatch.v1.GatewayService/GetCalibration", data='{"camera_id": "cam-g"}')
+    )
+    assert got == calibrated
+    deleted = json.loads(
+        await run(grpcurl, port, "riskwatch.v1.GatewayService/DeleteCalibration", data='{"camera_id": "cam-g"}')
+    )
+    assert deleted["calibration"]["origin"] == "CALIBRATION_ORIGIN_NONE"
 
     await run(grpcurl, port, "riskwatch.v1.GatewayService/RemoveCamera", data='{"camera_id": "cam-g"}')
     assert "cam-g" not in gateway.cameras.ids()

@@ -147,6 +147,22 @@ async def test_grpc_web_client_gets_unary_answers_and_a_watch_stream(
         await watch.process.wait()
 
 
+async def test_grpc_web_sets_and_reads_a_calibration_through_the_same_servicer(
+    node_client: Path, descriptor_set: Path, gateway: GatewayApp
+) -> None:
+    square = [{"x": 0, "y": 0}, {"x": 100, "y": 0}, {"x": 100, "y": 100}, {"x": 0, "y": 100}]
+    metres = [{"x": 0, "y": 0}, {"x": 10, "y": 0}, {"x": 10, "y": 10}, {"x": 0, "y": 10}]
+    request = {"cameraId": "cam-01", "calibration": {"imagePoints": square, "groundPoints": metres}}
+    set_ = await call(node_client, descriptor_set, gateway, "SetCalibration", request)
+    assert set_["message"]["calibration"]["origin"] == "CALIBRATION_ORIGIN_API", set_
+    assert set_["message"]["calibration"]["calibration"]["version"] == "1"
+    got = await call(node_client, descriptor_set, gateway, "GetCalibration", {"cameraId": "cam-01"})
+    assert got["message"] == set_["message"]
+    flat = {"cameraId": "cam-01", "calibration": {"imagePoints": square[:3], "groundPoints": metres[:3]}}
+    refused = await call(node_client, descriptor_set, gateway, "SetCalibration", flat)
+    assert refused["error"]["code"] == "InvalidArgument" and "got 3" in refused["error"]["message"]
+
+
 async def test_grpc_web_needs_the_token_when_configured(
     node_client: Path, descriptor_set: Path, start_gateway: Any
 ) -> None:

@@ -7,6 +7,11 @@ const CATEGORY_COLORS = { pedestrian: "#4fc3f7", vehicle: "#ba68c8", two_wheeler
 const RISK_RANK = { unspecified: 0, none: 1, low: 2, medium: 3, high: 4 };
 const TIMELINE_SECONDS = 600;
 const MAX_ALERTS = 100;
+// Each track's recent ground points, drawn as its trail: this many seconds of capture time, at most this many points.
+const TRAIL_SECONDS = 1.5;
+const TRAIL_MAX_POINTS = 60;
+// A conflict line's colour, by the smaller of its TTC and PET (display only; the task generator has its own bounds).
+const CONFLICT_SEVERITY = [{ below_s: 1.5, level: "high" }, { below_s: 3.0, level: "medium" }];
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
@@ -85,7 +90,8 @@ function tile(cameraId) {
   const after = [...list.children].find((other) => other.dataset.camera > cameraId);
   list.insertBefore(element, after || null);
   state = { element, frame: $("canvas.frame", element), timeline: $("canvas.timeline", element),
-            image: null, detections: null, risk: null, history: [], status: null };
+            image: null, detections: null, risk: null, history: [], status: null,
+            trails: new Map(), resolutions: {} };
   cameras.set(cameraId, state);
   renderSummary();
   loadHistory(cameraId, state);
@@ -134,6 +140,10 @@ function onCameraStatus(status) {
   // Why a camera is not online (a missing file, an unreachable host), readable without hovering.
   $(".status-reason", state.element).textContent = status.status === "online" ? "" : status.error || "";
   $(".fps", state.element).textContent = `${status.measured_fps.toFixed(1)} / ${status.fps} fps`;
+  const calibration = $(".calibration", state.element);
+  calibration.textContent = status.calibrated ? "calibrated" : "uncalibrated";
+  calibration.title = status.calibrated ? "speeds and gaps in metres" : "no ground-plane calibration: speeds in box sizes/s";
+  state.element.dataset.calibrated = String(Boolean(status.calibrated));
   renderCounts(state);
   renderHealth();
 }
@@ -141,6 +151,7 @@ function onCameraStatus(status) {
 function onDetections(message) {
   const state = tile(message.camera_id);
   state.detections = message;
+  addTrailPoints(state, message);
   state.element.dataset.frames = String(Number(state.element.dataset.frames) + 1);
   if (message.frame_jpeg_b64) {
     const image = new Image();
@@ -152,10 +163,66 @@ function onDetections(message) {
   renderCounts(state);
 }
 
+// Where a track touches the ground: the detector's smoothed ground point, else the bottom centre of its box.
+function groundPoint(detection) {
+  if (detection.kinematics) return detection.kinematics.ground_point_px;
+  const [x1, , x2, y2] = detection.box;
+  return [(x1 + x2) / 2, y2];
+}
+
+// Keeps each confirmed track's last TRAIL_SECONDS of ground points (image pixels), forgetting tracks gone that long.
+function addTrailPoints(state, message) {
+  const now = message.capture_time || Date.now() / 1000;
+  for (const d of message.detections) {
+    if (!d.track_id) continue;
+    const trail = state.trails.get(d.track_id) || [];
+    const [x, y] = groundPoint(d);
+    if (trail.length && now < trail[trail.length - 1].t) trail.length = 0;  // a camera that went back in time
+    trail.push({ t: now, x, y });
+    state.trails.set(d.track_id, trail);
+  }
+  for (const [trackId, trail] of state.trails) {
+    while (trail.length && (trail[0].t < now - TRAIL_SECONDS || trail.length > TRAIL_MAX_POINTS)) trail.shift();
+    if (!trail.length) state.trails.delete(trackId);
+  }
+}
+
+function speedLabel(kinematics) {
+  if (!kinematics) return "";
+  return kinematics.speed_m_s !== undefined
+    ? `${kinematics.speed_m_s.toFixed(1)} m/s` : `${kinematics.speed_box_s.toFixed(1)} box/s`;
+}
+
+function conflictLabel(conflict) {
+  const parts = [];
+  if (conflict.ttc_s !== undefined) parts.push(`TTC ${conflict.ttc_s.toFixed(1)} s`);
+  if (conflict.pet_s !== undefined) parts.push(`PET ${conflict.pet_s.toFixed(1)} s`);
+  return parts.join(" · ");
+}
+
+function conflictLevel(conflict) {
+  const seconds = Math.min(conflict.ttc_s ?? Infinity, conflict.pet_s ?? Infinity);
+  const band = CONFLICT_SEVERITY.find((b) => seconds < b.below_s);
+  return band ? band.level : "low";
+}
+
+// A group's level: its LLM verdict's, or the measured danger's while that is higher and not yet resolved.
 function groupLevels(state) {
   const levels = {};
-  for (const group of (state.risk && state.risk.groups) || []) levels[group.group_id] = group.risk_level;
+  for (const group of (state.risk && state.risk.groups) || []) {
+    const measured = group.provisional && group.provisional.risk_level;
+    levels[group.group_id] = measured && RISK_RANK[measured] > RISK_RANK[group.risk_level] ? measured : group.risk_level;
+  }
   return levels;
+}
+
+// "provisional" while a group's level rests on measured danger; then how the verdict resolved it.
+function groupMarks(state) {
+  const marks = { ...state.resolutions };
+  for (const group of (state.risk && state.risk.groups) || []) {
+    if (group.provisional) marks[group.group_id] = "provisional";
+  }
+  return marks;
 }
 
 // "assessment failed: <kind>" per group whose latest assessment failed (its level is the last good one, stale).
@@ -195,8 +262,12 @@ function draw(state) {
     ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
     label(ctx, `${d.class_name}${d.track_id ? " #" + d.track_id : ""}`, x1 * sx, y1 * sy, ctx.strokeStyle);
   }
+  const overlay = motionOverlay(state, det);
+  drawMotion(ctx, overlay, sx, sy, scale);
   const levels = groupLevels(state);
   const failed = groupFailures(state);
+  const marks = groupMarks(state);
+  const note = (g) => [marks[g.group_id], failed[g.group_id]].filter(Boolean).join(", ");
   for (const g of det.groups) {
     const level = levels[g.group_id] || "unspecified";
     const [x1, y1, x2, y2] = g.box;
@@ -206,15 +277,67 @@ function draw(state) {
     ctx.setLineDash(level === "unspecified" ? [6 * scale, 4 * scale] : []);
     ctx.strokeRect(x1 * sx - pad, y1 * sy - pad, (x2 - x1) * sx + 2 * pad, (y2 - y1) * sy + 2 * pad);
     ctx.setLineDash([]);
-    const text = failed[g.group_id] ? `${g.group_id}: ${level} (${failed[g.group_id]})` : `${g.group_id}: ${level}`;
+    const text = note(g) ? `${g.group_id}: ${level} (${note(g)})` : `${g.group_id}: ${level}`;
     label(ctx, text, x1 * sx - pad, (y2 * sy) + pad + 16 * scale, RISK_COLORS[level]);
   }
+  // The model of what was just drawn, for tests and for anyone inspecting the page.
+  window.riskwatchOverlay = { ...(window.riskwatchOverlay || {}), [det.camera_id]: overlay };
   state.element.dataset.boxes = String(det.detections.length);
   state.element.dataset.groups = JSON.stringify(Object.fromEntries(
     det.groups.map((g) => [g.group_id, levels[g.group_id] || "unspecified"])));
   $(".groups", state.element).textContent = det.groups.length
-    ? det.groups.map((g) => `${g.group_id}: ${levels[g.group_id] || "—"}${failed[g.group_id] ? ` (${failed[g.group_id]})` : ""}`)
+    ? det.groups.map((g) => `${g.group_id}: ${levels[g.group_id] || "—"}${note(g) ? ` (${note(g)})` : ""}`)
       .join("  ") : "";
+}
+
+// What the motion layer shows for one frame, in image pixels: each track's trail and speed, each group's conflict.
+function motionOverlay(state, det) {
+  const byTrack = new Map(det.detections.filter((d) => d.track_id).map((d) => [d.track_id, d]));
+  const tracks = [...byTrack.values()].map((d) => ({
+    track_id: d.track_id,
+    trail: (state.trails.get(d.track_id) || []).map((p) => [p.x, p.y]),
+    speed: speedLabel(d.kinematics),
+    at: [d.box[0], d.box[1]],
+  }));
+  const conflicts = [];
+  for (const g of det.groups) {
+    const a = g.conflict && byTrack.get(g.conflict.track_a);
+    const b = g.conflict && byTrack.get(g.conflict.track_b);
+    if (!a || !b) continue;
+    const level = conflictLevel(g.conflict);
+    conflicts.push({ group_id: g.group_id, track_a: a.track_id, track_b: b.track_id, from: groundPoint(a),
+                     to: groundPoint(b), label: conflictLabel(g.conflict), level, color: RISK_COLORS[level] });
+  }
+  return { frame_id: det.frame_id, tracks, conflicts };
+}
+
+function drawMotion(ctx, overlay, sx, sy, scale) {
+  ctx.lineCap = "round";
+  for (const track of overlay.tracks) {
+    if (track.trail.length > 1) {
+      ctx.strokeStyle = "#ffffff";
+      ctx.lineWidth = 2 * scale;
+      ctx.beginPath();
+      track.trail.forEach(([x, y], i) => (i ? ctx.lineTo(x * sx, y * sy) : ctx.moveTo(x * sx, y * sy)));
+      ctx.stroke();
+    }
+    // Just inside the box's top left corner, under the class label.
+    if (track.speed) label(ctx, track.speed, track.at[0] * sx, track.at[1] * sy + 16 * scale, "#e0e0e0");
+  }
+  for (const conflict of overlay.conflicts) {
+    const [ax, ay] = conflict.from;
+    const [bx, by] = conflict.to;
+    ctx.strokeStyle = conflict.color;
+    ctx.lineWidth = 3 * scale;
+    ctx.beginPath();
+    ctx.moveTo(ax * sx, ay * sy);
+    ctx.lineTo(bx * sx, by * sy);
+    ctx.stroke();
+    if (conflict.label) {
+      const mid = [((ax + bx) / 2) * sx, ((ay + by) / 2) * sy - 6 * scale];
+      label(ctx, conflict.label, mid[0] - ctx.measureText(conflict.label).width / 2, mid[1], conflict.color);
+    }
+  }
 }
 
 function label(ctx, text, x, y, color) {
@@ -260,26 +383,53 @@ function drawTimeline(state) {
   });
 }
 
+// A provisional alert is marked so until a verdict resolves it; the resolution then replaces the mark, on the
+// alert and on the group.
 function onAlert(alert) {
   const list = $("#alerts");
-  if ([...list.children].some((li) => li.dataset.task === alert.task_id)) return;
+  const key = alert.provisional ? `${alert.task_id}#provisional` : alert.task_id;
+  if (alert.provisional_resolution) resolveProvisional(alert);
+  if ([...list.children].some((li) => li.dataset.key === key)) return;
   const item = document.createElement("li");
   const level = alert.risk_level || "unspecified";
   item.className = `risk-${level}`;
+  item.dataset.key = key;
   item.dataset.task = alert.task_id;
+  item.dataset.cameraId = alert.camera_id;
+  item.dataset.groupId = alert.group_id;
   item.dataset.time = String(alert.completed_time || alert.capture_time || 0);
   const when = new Date(1000 * (alert.completed_time || alert.capture_time || Date.now() / 1000));
   const text = alert.failure ? `assessment failed: ${alert.failure.kind}` : (alert.description || "");
   if (alert.failure) item.title = alert.failure.message;
-  item.innerHTML = "<div><strong></strong> <span class='level'></span></div><div class='text'></div><div class='meta'></div>";
+  item.innerHTML = "<div><strong></strong> <span class='level'></span> <span class='mark'></span></div>" +
+    "<div class='text'></div><div class='meta'></div>";
   $("strong", item).textContent = `${alert.camera_id} · ${alert.group_id}`;
   $(".level", item).textContent = level.toUpperCase();
+  if (alert.provisional) setMark(item, "provisional");
+  else if (alert.provisional_resolution) setMark(item, alert.provisional_resolution);
   $(".text", item).textContent = text;
   $(".meta", item).textContent =
     `${when.toLocaleTimeString()} · ${(alert.risk_types || []).join(", ")} · ${alert.model || ""}`;
   const after = [...list.children].find((li) => Number(li.dataset.time) < Number(item.dataset.time));
   list.insertBefore(item, after || null);
   while (list.children.length > MAX_ALERTS) list.lastElementChild.remove();
+}
+
+function setMark(item, mark) {
+  item.dataset.mark = mark;
+  $(".mark", item).textContent = mark;
+}
+
+function resolveProvisional(alert) {
+  const state = tile(alert.camera_id);
+  state.resolutions[alert.group_id] = alert.provisional_resolution;
+  for (const li of $("#alerts").children) {
+    const same = li.dataset.cameraId === alert.camera_id && li.dataset.groupId === alert.group_id;
+    if (same && li.dataset.mark === "provisional") {
+      setMark(li, alert.provisional_resolution);
+    }
+  }
+  draw(state);
 }
 
 function renderCounts(state) {
