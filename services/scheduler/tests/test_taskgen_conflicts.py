@@ -86,7 +86,7 @@ class Published:
 
 
 def publishing_generator(clock: ManualClock, published: Published, **taskgen: Any) -> TaskGenerator:
-    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, **taskgen}
+    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, "send_new_groups": "always", **taskgen}
     settings = SchedulerSettings(taskgen=TaskGeneratorConfig.model_validate(values))
     return TaskGenerator(settings, clock=clock.now, publish=published)
 
@@ -288,7 +288,9 @@ async def test_through_the_stage_the_provisional_is_on_the_results_topic_while_i
     None
 ):
     settings = SchedulerSettings(
-        taskgen=TaskGeneratorConfig(llm_budget_per_s=0.2, budget_burst=1, min_group_interval_s=0, max_task_age_s=10),
+        taskgen=TaskGeneratorConfig(
+            llm_budget_per_s=0.2, budget_burst=1, min_group_interval_s=0, max_task_age_s=10, send_new_groups="always"
+        ),
         shutdown_grace_s=0.1,  # the waiting record is handed back at stop, not waited for
     )
     bus = InMemoryBus(partitions=1)
