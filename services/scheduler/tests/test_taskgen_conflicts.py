@@ -18,6 +18,7 @@ from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
 from riskwatch_scheduler.app import TaskGeneratorApp
 from riskwatch_scheduler.config import SchedulerSettings, TaskGeneratorConfig
+from riskwatch_scheduler.policy.settings import SendNewGroups
 from riskwatch_scheduler.taskgen import TaskGenerator
 from services.scheduler.tests.test_taskgen import T0, event, generator, group, reasons, sent, step, verdict
 
@@ -289,7 +290,11 @@ async def test_through_the_stage_the_provisional_is_on_the_results_topic_while_i
 ):
     settings = SchedulerSettings(
         taskgen=TaskGeneratorConfig(
-            llm_budget_per_s=0.2, budget_burst=1, min_group_interval_s=0, max_task_age_s=10, send_new_groups="always"
+            llm_budget_per_s=0.2,
+            budget_burst=1,
+            min_group_interval_s=0,
+            max_task_age_s=10,
+            send_new_groups=SendNewGroups.ALWAYS,
         ),
         shutdown_grace_s=0.1,  # the waiting record is handed back at stop, not waited for
     )
