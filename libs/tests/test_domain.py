@@ -117,7 +117,8 @@ def test_the_prompt_form_lists_every_key_in_order_with_nulls() -> None:
     assert json.dumps(form) == (
         '{"camera_id": "cam-1", "group_id": "g1", "member_track_ids": [4, 2], "vehicles": 1, "pedestrians": 2, '
         '"two_wheelers": 0, "others": 0, "min_ped_vehicle_distance": 0.25, "density": 1.235, "min_spacing": null, '
-        '"min_ttc_s": null, "min_pet_s": null, "max_drac_m_s2": null, "max_speed_box_s": null}'
+        '"min_ttc_s": null, "min_pet_s": null, "max_drac_m_s2": null, "max_speed_box_s": null, "members": [], '
+        '"conflict": null}'
     )
     assert tuple(form) == PromptFeatures.json_keys()
     parsed = PromptFeatures.from_dict(json.loads(json.dumps(form)))

@@ -148,7 +148,7 @@ class WsRecorder:
         """Duplicates or regressions a client of `cameras` would notice."""
         problems = []
         previous: dict[str, tuple[int, int]] = {}
-        alerts: Counter[tuple[str, str]] = Counter()
+        alerts: Counter[tuple[str, str]] = Counter()  # (camera, alert id)
         for m in self.received:
             camera = m.message.get("camera_id")
             if not isinstance(camera, str) or camera not in cameras:
@@ -163,6 +163,18 @@ class WsRecorder:
                         problems.append(f"{camera}: risk_state version {version} after {prev_version}")
                 previous[camera] = (m.connection, version)
             elif kind == "alert" and not m.message.get("replay"):
-                alerts[camera, m.message["task_id"]] += 1
+                alerts[camera, _alert_id(m.message)] += 1
         problems += [f"{camera}: alert {task} sent {n} times" for (camera, task), n in alerts.items() if n > 1]
         return problems
+
+
+def _alert_id(alert: dict[str, Any]) -> str:
+    """An alert's identity in the JSON a client gets (as riskwatch_aggregator.state.alert_id on the proto): its task id;
+    a provisional one also by its level, since a task's provisional may be raised again; and its resolution, as the
+    verdict that resolves a provisional shares its task id."""
+    key = str(alert["task_id"])
+    if alert.get("provisional"):
+        key += f"#measured:{alert.get('risk_level')}"
+    if alert.get("provisional_resolution"):
+        key += f"#{alert['provisional_resolution']}"
+    return key

@@ -104,6 +104,8 @@ class Stack:
                 "ALGO_KAFKA__CONSUMER_GROUPS__TASK_GENERATOR": f"taskgen-{self.run_id}",
                 "ALGO_KAFKA__CONSUMER_GROUPS__SCHEDULER": f"scheduler-{self.run_id}",
                 "ALGO_KAFKA__CONSUMER_GROUPS__AGGREGATOR": f"aggregator-{self.run_id}",
+                # The suites on this stack count tasks of calm scenes: every group is sent, danger or not.
+                "ALGO_TASKGEN__SEND_NEW_GROUPS": "always",
                 "ALGO_REDIS__URL": REDIS_URL,
                 "ALGO_REDIS__KEY_PREFIX": self.redis_prefix,
                 "ALGO_METRICS_PORT": "0",

@@ -14,7 +14,7 @@ from riskwatch.domain.cameras import (
 )
 from riskwatch.domain.conflicts import Conflict, ConflictKind, Movers, PairMeasures, measure_pairs
 from riskwatch.domain.failures import FailureKind
-from riskwatch.domain.features import FeatureError, GroupFeatures, PromptFeatures
+from riskwatch.domain.features import FeatureError, GroupFeatures, MemberMotion, PromptFeatures
 from riskwatch.domain.risk import RISK_TYPES, VERDICT_LEVELS, RiskLevel
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FailureKind",
     "FeatureError",
     "GroupFeatures",
+    "MemberMotion",
     "Movers",
     "PairMeasures",
     "PromptFeatures",

@@ -55,11 +55,12 @@ class Calibration:
             )
         _spread_out(image, "image_points")
         _spread_out(ground, "ground_points")
-        matrix, _ = cv2.findHomography(image, ground, method=0)
-        if matrix is None or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-12:
+        found, _ = cv2.findHomography(image, ground, method=0)
+        if found is None or not np.all(np.isfinite(found)) or abs(np.linalg.det(found)) < 1e-12:
             raise CalibrationError("the points do not define a ground plane (the fit is degenerate)")
         # Scale so that w > 0 on the calibrated side of the horizon (where the image points are).
         centre = np.append(image.mean(axis=0), 1.0)
+        matrix = np.asarray(found, np.float64)
         matrix = matrix / float((matrix @ centre)[2])
         mapped = _apply(matrix, image)
         if not np.all(np.isfinite(mapped)):
@@ -83,7 +84,7 @@ class Calibration:
 
     def to_image(self, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(N, 2) ground points in metres → (N, 2) image points in pixels (the inverse mapping)."""
-        inverse = np.linalg.inv(self.matrix)
+        inverse = np.asarray(np.linalg.inv(self.matrix), np.float64)
         return _apply(inverse, np.asarray(points, np.float64).reshape(-1, 2), one_sided=False)
 
     # --- the proto message ------------------------------------------------------------------------

@@ -70,6 +70,7 @@ _BY_LABEL = {level.label: level for level in RiskLevel}
 RISK_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "vehicle_pedestrian_conflict": "a vehicle and a pedestrian on converging paths or too close",
+        "near_miss": "two road users on a collision course or passing within moments of each other",
         "tailgating": "a vehicle following another too closely",
         "sudden_lane_change": "a vehicle cutting across lanes abruptly",
         "wrong_way_driving": "a vehicle moving against the direction of traffic",

@@ -19,7 +19,9 @@ written and published when Redis is back (alerts are appended and published one 
 
 Provisional alerts (state.py): a measured result is a result like the others (acknowledged once written), and its
 provisional is part of the persisted state, so a restart keeps it. Expiry needs no result: a sweep every
-`provisional_ttl_s / 10` (at most 1 s) closes the provisionals of the cameras this process holds. An alert is
+`provisional_ttl_s / 10` (at most 1 s) closes the provisionals of the cameras this process holds (and drops their
+groups past group_ttl_s, which before waited for the camera's next result). After a restart, a camera's persisted
+provisional is closed once its first result has restored it, as nothing is read before. An alert is
 de-duplicated in the stream by its id (state.alert_id: task id, kind, resolution), not its task id alone, since a
 task has a provisional alert and then the verdict alert that resolves it.
 """
@@ -49,22 +51,15 @@ from riskwatch_aggregator.metrics import (
     RESULTS_IGNORED,
     STATE_CHANGES,
 )
-from riskwatch_aggregator.state import ALERT_LEVEL, Applied, Outcome, RiskStateBook, alert_id
+from riskwatch_aggregator.state import Applied, Outcome, RiskStateBook, alert_id, resolution_name
 
 log = logging.getLogger(__name__)
 
 
 def decode_result(record: Record) -> events_pb2.AssessmentResult:
-    result = events.decode(
+    return events.decode(
         events_pb2.AssessmentResult, record.value, what=record.where, required=("task_id", "camera_id")
     )
-    if result.WhichOneof("outcome") == "measured" and result.measured.risk_level not in _MEASURED_LEVELS:
-        raise DecodeError(f"{record.where}: measured danger at level {result.measured.risk_level}, not low..high")
-    return result
-
-
-# A measured danger below the alert level would raise nothing and close nothing.
-_MEASURED_LEVELS = frozenset(level.proto for level in RiskLevel if level >= ALERT_LEVEL)
 
 
 class Aggregator:
@@ -178,8 +173,7 @@ class Aggregator:
         STATE_CHANGES.labels(camera_id).inc()
         CAMERA_RISK.labels(camera_id).set(RiskLevel.from_proto(state.max_level) - 1)
         for closed in applied.closed:
-            resolution = events_pb2.ProvisionalResolution.Name(closed.resolution)
-            resolution = resolution.removeprefix("PROVISIONAL_RESOLUTION_").lower()
+            resolution = resolution_name(closed.resolution)
             PROVISIONAL_RESOLUTIONS.labels(camera_id, resolution).inc()
             PROVISIONAL_RESOLUTION_SECONDS.labels(resolution).observe(closed.after_s)
         self._alerts.setdefault(camera_id, []).extend(alert.SerializeToString() for alert in applied.alerts)
@@ -196,7 +190,10 @@ class Aggregator:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_s)
-            self.expire_provisionals()
+            try:
+                self.expire_provisionals()
+            except Exception:  # a bug: keep sweeping, or no provisional would ever expire again
+                log.exception("expiring provisional alerts failed; trying again in %.1f s", self._sweep_s)
 
     async def _write_forever(self) -> None:
         while True:

@@ -29,6 +29,8 @@ from riskwatch_aggregator.config import AggregatorConfig
 
 # A verdict at or above this level is an alert (pushed to clients, kept in the camera's alert stream).
 ALERT_LEVEL = RiskLevel.LOW
+# The levels a measured danger may have: below the alert level it would raise nothing and close nothing.
+_MEASURED_LEVELS = frozenset(int(level.proto) for level in RiskLevel if level >= ALERT_LEVEL)
 
 Resolution: TypeAlias = events_pb2.ProvisionalResolution.ValueType
 
@@ -41,6 +43,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # a result already applied (redelivery)
     STALE = "stale"  # its frame is not newer than what the group already rests on (out of order)
     HELD = "held"  # a lower level waiting out the de-escalation hold
+    INVALID = "invalid"  # a measured danger below the alert level (or at one this build does not know)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +100,12 @@ def alert_id(alert: events_pb2.AssessmentResult) -> str:
     expired provisional's alert is its measured result again)."""
     if alert.provisional_resolution == events_pb2.PROVISIONAL_RESOLUTION_UNSPECIFIED:
         return result_key(alert)
-    how = events_pb2.ProvisionalResolution.Name(alert.provisional_resolution).removeprefix("PROVISIONAL_RESOLUTION_")
-    return f"{result_key(alert)}#{how.lower()}"
+    return f"{result_key(alert)}#{resolution_name(alert.provisional_resolution)}"
+
+
+def resolution_name(resolution: Resolution) -> str:
+    """'confirmed', 'upgraded', 'dismissed' or 'expired' (metric labels, alert ids)."""
+    return events_pb2.ProvisionalResolution.Name(resolution).removeprefix("PROVISIONAL_RESOLUTION_").lower()
 
 
 class RiskStateBook:
@@ -151,6 +158,9 @@ class RiskStateBook:
         if cam is None:
             self.reset(result.camera_id, None)
             cam = self._cameras[result.camera_id]
+        kind = result.WhichOneof("outcome")
+        if kind == "measured" and result.measured.risk_level not in _MEASURED_LEVELS:
+            return Applied(Outcome.INVALID)
         key = result_key(result)
         if key in cam.recent_tasks:
             return Applied(Outcome.DUPLICATE)
@@ -158,7 +168,6 @@ class RiskStateBook:
         # Expired first, so a provisional past its time is closed by expiry, not by a verdict that came too late.
         changes = self._expire(cam, now)
         current = next((g for g in cam.message.groups if g.group_id == result.group_id), None)
-        kind = result.WhichOneof("outcome")
         if kind == "measured":
             outcome = self._apply_measured(cam, current, result, now, changes)
         elif kind == "verdict":
@@ -180,7 +189,7 @@ class RiskStateBook:
     ) -> Outcome:
         """Raise the group to at least the measured level, as a provisional that the next verdict resolves."""
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
         elif events.seconds(result.capture_time) <= _last_capture(current):
             return Outcome.STALE  # a verdict, failure or measurement of a frame not older is already applied
         elif current.HasField("provisional"):
@@ -210,7 +219,7 @@ class RiskStateBook:
         captured = events.seconds(result.capture_time)
         new_level = _level(result.verdict.risk_level)
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
             current.verdict.CopyFrom(result.verdict)
             _set_assessed(current, result)
             if new_level >= ALERT_LEVEL:
@@ -288,7 +297,7 @@ class RiskStateBook:
         expires if no verdict comes."""
         failure = result.failure if result.HasField("failure") else events_pb2.Failure()
         if current is None:
-            current = cam.message.groups.add(group_id=result.group_id, since=events.timestamp(now))
+            current = _add_group(cam.message, result, now)
             new_kind = True
         elif events.seconds(result.capture_time) <= events.seconds(current.capture_time):
             return Outcome.STALE
@@ -356,6 +365,12 @@ class RiskStateBook:
 
 def _level(value: int) -> RiskLevel:
     return RiskLevel.from_proto(value)
+
+
+def _add_group(
+    state: events_pb2.CameraRiskState, result: events_pb2.AssessmentResult, now: float
+) -> events_pb2.GroupRisk:
+    return state.groups.add(group_id=result.group_id, since=events.timestamp(now))
 
 
 def _last_capture(group: events_pb2.GroupRisk) -> float:

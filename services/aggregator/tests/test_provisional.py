@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from riskwatch.bus import Record
 from riskwatch.cache import keys
-from riskwatch.errors import DecodeError
 from riskwatch.v1 import events_pb2
-from riskwatch_aggregator.aggregator import Aggregator, decode_result
+from riskwatch_aggregator.aggregator import Aggregator
 from services.aggregator.tests.test_aggregator import (
     HIGH,
     LOW,
@@ -24,7 +24,6 @@ from services.aggregator.tests.test_aggregator import (
     FlakyCache,
     feed,
     level,
-    record,
     result,
     settings,
     stored,
@@ -72,6 +71,17 @@ def resolutions(camera: str, resolution: str) -> float:
     return REGISTRY.get_sample_value("riskwatch_provisional_resolutions_total", labels) or 0.0
 
 
+@asynccontextmanager
+async def running(cache: FlakyCache, clock: Clock, **config: Any) -> AsyncIterator[Aggregator]:
+    """An aggregator on `cache` from start to stop (a second one on the same cache is a restart)."""
+    agg = Aggregator(settings(**config), cache, clock=clock)
+    await agg.start()
+    try:
+        yield agg
+    finally:
+        await agg.stop()
+
+
 @pytest.fixture
 async def clock() -> Clock:
     return Clock()
@@ -80,10 +90,8 @@ async def clock() -> Clock:
 @pytest.fixture
 async def aggregator(cache: FlakyCache, clock: Clock) -> AsyncIterator[Aggregator]:
     """De-escalation needs 10 s of lower verdicts or 3 in a row: a dismissal must not wait for either."""
-    agg = Aggregator(settings(deescalate_after=3, deescalate_hold_s=10, provisional_ttl_s=2), cache, clock=clock)
-    await agg.start()
-    yield agg
-    await agg.stop()
+    async with running(cache, clock, deescalate_after=3, deescalate_hold_s=10, provisional_ttl_s=2) as agg:
+        yield agg
 
 
 @pytest.fixture
@@ -205,39 +213,26 @@ async def test_a_later_frame_resolves_it_whatever_its_task(aggregator: Aggregato
 async def test_a_redelivered_measurement_pushes_no_second_alert_before_or_after_a_restart(
     cache: FlakyCache, clock: Clock
 ) -> None:
-    first = Aggregator(settings(), cache, clock=clock)
-    await first.start()
-    await feed(first, measured(2, HIGH), measured(2, HIGH))
+    async with running(cache, clock) as first:
+        await feed(first, measured(2, HIGH), measured(2, HIGH))
     version = (await stored(cache)).version
-    await first.stop()
-    second = Aggregator(settings(), cache, clock=clock)
-    await second.start()
-    try:
+    async with running(cache, clock) as second:
         await feed(second, measured(2, HIGH))  # redelivered after the restart
         assert (await stored(cache)).version == version
         await feed(second, result(2, HIGH), measured(2, HIGH))  # resolved, then redelivered again
-    finally:
-        await second.stop()
     assert await alerts(cache) == [("cam-1:2/g1", "measured", 0), ("cam-1:2/g1", "verdict", CONFIRMED)]
 
 
 async def test_a_restart_keeps_the_provisional_and_its_verdict_still_resolves_it(
     cache: FlakyCache, clock: Clock
 ) -> None:
-    first = Aggregator(settings(), cache, clock=clock)
-    await first.start()
-    await feed(first, result(1, LOW), measured(2, HIGH))
-    await first.stop()
+    async with running(cache, clock) as first:
+        await feed(first, result(1, LOW), measured(2, HIGH))
     assert (await stored(cache)).groups[0].provisional.risk_level == HIGH
-
-    second = Aggregator(settings(), cache, clock=clock)
-    await second.start()
-    try:
+    async with running(cache, clock) as second:
         await feed(second, result(2, MEDIUM))
         resolved = group(second)
         assert resolved.verdict.risk_level == MEDIUM and not resolved.HasField("provisional")
-    finally:
-        await second.stop()
     assert (await alerts(cache))[-1] == ("cam-1:2/g1", "verdict", DISMISSED)
 
 
@@ -246,12 +241,8 @@ async def test_a_crash_after_the_provisional_alert_but_before_the_state_does_not
 ) -> None:
     alert = measured(2, HIGH)
     await cache.stream_add(keys.camera_alerts("cam-1"), alert.SerializeToString(), 100)
-    restarted = Aggregator(settings(), cache, clock=clock)
-    await restarted.start()
-    try:
+    async with running(cache, clock) as restarted:
         await feed(restarted, alert)  # redelivered: applies again to the (empty) persisted state
-    finally:
-        await restarted.stop()
     assert (await stored(cache)).groups[0].provisional.risk_level == HIGH
     assert await alerts(cache) == [("cam-1:2/g1", "measured", 0)]
 
@@ -292,26 +283,26 @@ async def test_a_verdict_after_the_expiry_is_an_ordinary_verdict(
     assert [r for _, _, r in await alerts(cache)] == [0, EXPIRED, 0]
 
 
-async def test_a_provisional_expires_before_its_group_even_when_the_group_ttl_is_shorter(cache: FlakyCache) -> None:
-    clock = Clock()
-    agg = Aggregator(settings(group_ttl_s=1, provisional_ttl_s=10), cache, clock=clock)
-    await agg.start()
-    try:
+async def test_a_provisional_expires_before_its_group_even_when_the_group_ttl_is_shorter(
+    cache: FlakyCache, clock: Clock
+) -> None:
+    async with running(cache, clock, group_ttl_s=1, provisional_ttl_s=10) as agg:
         await feed(agg, measured(2, HIGH, group="gone"))
         clock.now = T0 + 1 + 1
         await feed(agg, result(4, LOW, group="other"))
-        assert [g.group_id for g in (await stored(cache)).groups] == ["other"]
-        assert [(t, r) for t, _, r in await alerts(cache)][:2] == [("cam-1:2/gone", 0), ("cam-1:2/gone", EXPIRED)]
-    finally:
-        await agg.stop()
+    assert [g.group_id for g in (await stored(cache)).groups] == ["other"]
+    assert [(t, r) for t, _, r in await alerts(cache)][:2] == [("cam-1:2/gone", 0), ("cam-1:2/gone", EXPIRED)]
 
 
 # ---- input ---------------------------------------------------------------------------------------
 
 
-def test_a_measured_danger_without_a_level_to_alert_at_is_refused() -> None:
-    for lvl in (events_pb2.RISK_LEVEL_UNSPECIFIED, NONE):
-        record_ = Record("risk-assessment-results", 0, 7, b"cam-1", measured(2, lvl).SerializeToString())
-        with pytest.raises(DecodeError, match="measured danger at level"):
-            decode_result(record_)
-    assert decode_result(record(measured(2, LOW))).measured.risk_level == LOW
+async def test_a_measured_danger_without_a_level_to_alert_at_changes_nothing(
+    aggregator: Aggregator, cache: FlakyCache
+) -> None:
+    await feed(aggregator, result(1, LOW))
+    version = (await stored(cache)).version
+    before = REGISTRY.get_sample_value("riskwatch_results_ignored_total", {"reason": "invalid"}) or 0.0
+    await feed(aggregator, measured(2, NONE), measured(3, events_pb2.RISK_LEVEL_UNSPECIFIED), measured(4, 9))
+    assert (await stored(cache)).version == version and not group(aggregator).HasField("provisional")
+    assert REGISTRY.get_sample_value("riskwatch_results_ignored_total", {"reason": "invalid"}) == before + 3

@@ -13,13 +13,16 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from websockets.asyncio.client import connect
 
+from riskwatch.cache import InMemoryCache
+from riskwatch.errors import ConfigError
 from riskwatch.events import timestamp
 from riskwatch.v1 import detector_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from riskwatch_gateway.access import token_hash
 from riskwatch_gateway.app import GatewayApp
 from riskwatch_gateway.config import AccessConfig, CalibrationPoints, CameraConfig, GatewaySettings, TokenConfig
-from riskwatch_gateway.testing import FakeDetector, GatewayFactory, jpeg, make_settings
+from riskwatch_gateway.testing import FakeDetector, GatewayFactory, jpeg, make_settings, of_type, recv_until, send
 
 # A camera looking straight down at 20 px per metre, image y growing towards the ground's -y:
 # ground x = (u - 100) / 20, ground y = (400 - v) / 20.
@@ -305,3 +308,33 @@ async def test_calibration_over_grpc_with_roles_and_validation(
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await stub.GetCalibration(gateway_pb2.GetCalibrationRequest(camera_id="cam-9"), metadata=viewer)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_calibrations_file_that_cannot_be_read_back_stops_start_up_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "calibrations.json").write_text('{"format": 1, "cameras": {"cam-01": {"api": {}}}}')
+    with pytest.raises(ConfigError, match=r"calibrations\.json: not a calibrations file"):
+        GatewayApp(make_settings(state_dir=tmp_path), FakeDetector(), InMemoryCache())
+    (tmp_path / "calibrations.json").write_text("{half a fi")
+    with pytest.raises(ConfigError, match=r"calibrations\.json: cannot read"):
+        GatewayApp(make_settings(state_dir=tmp_path), FakeDetector(), InMemoryCache())
+
+
+async def test_a_camera_added_with_a_calibration_has_it_and_watchers_see_a_change_at_once(
+    start_gateway: GatewayFactory,
+) -> None:
+    # Status is otherwise refreshed every 30 s: a camera_status within the next second is the change's own.
+    gateway = await start_gateway(make_settings([CameraConfig(id="cam-01", source="push")], status_interval_s=30))
+    points = {"image_points": IMAGE_POINTS, "ground_points": GROUND_POINTS}
+    async with (
+        httpx.AsyncClient(base_url=_base(gateway)) as http,
+        connect(f"ws://127.0.0.1:{gateway.http_port}/ws") as ws,
+    ):
+        added = await http.post("/api/cameras", json={"id": "cam-02", "source": "push", "calibration": points})
+        assert added.status_code == 201 and added.json()["camera"]["calibrated"] is True
+        got = (await http.get("/api/cameras/cam-02/calibration")).json()
+        assert got["origin"] == "config" and got["calibration"]["version"] == 1
+
+        await send(ws, {"type": "subscribe", "cameras": ["cam-01"]})
+        await recv_until(ws, of_type("subscribed"))
+        assert (await http.put("/api/cameras/cam-01/calibration", json=points)).status_code == 200
+        await recv_until(ws, of_type("camera_status", camera_id="cam-01", calibrated=True), timeout=1)

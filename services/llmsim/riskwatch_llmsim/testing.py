@@ -42,6 +42,8 @@ def sample_features(**overrides: object) -> dict[str, object]:
         "min_pet_s": None,
         "max_drac_m_s2": None,
         "max_speed_box_s": None,
+        "members": [],
+        "conflict": None,
     }
     features.update(overrides)
     return features

@@ -13,7 +13,8 @@ to the generator as the results topic would.
   the share for which the policy obtained a verdict of the new level for a frame captured within
   `--window` seconds after the change (changes in the last window of the replay are not counted).
 
-Writes bench-results/taskgen.json (naive_calls_per_cam_min, policy_calls_per_cam_min, reduction, change_recall).
+Writes bench-results/taskgen.json (naive_calls_per_cam_min, policy_calls_per_cam_min, reduction, change_recall,
+and the provisional results the conflicts raised).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def replay(event_list: list[events_pb2.DetectionEvent], args: argparse.Namespace
         for group in event.groups:
             naive_calls += 1
             naive[event.camera_id, group.group_id].append((capture, level_of(group_features(event, group))))
+        gen.observe_danger(event)
         gen.observe_event(event)
         for out in gen.release():
             task = events_pb2.AssessmentTask.FromString(out.value)
@@ -268,6 +270,11 @@ def replay(event_list: list[events_pb2.DetectionEvent], args: argparse.Namespace
         "naive_calls": naive_calls,
         "policy_calls": policy_calls,
         "tasks_by_reason": dict(sent_reasons.most_common()),
+        # Provisional results (measured danger published at once, taskgen.yaml `provisional`), by level.
+        "provisional_per_cam_min": round(sum(gen.provisional.values()) / args.cameras / minutes, 2),
+        "provisional_by_level": {
+            level: sum(n for (_, lvl), n in gen.provisional.items() if lvl == level) for level in ("medium", "high")
+        },
         "groups_skipped_by_reason": dict(skipped_reasons.most_common()),
         "setup": {
             "video": str(args.video.relative_to(REPO)) if args.video.is_relative_to(REPO) else str(args.video),

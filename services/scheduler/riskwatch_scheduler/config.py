@@ -36,7 +36,7 @@ class TaskGeneratorConfig(FrozenModel):
     min_group_size: int = Field(default=1, ge=1)
     membership_min_jaccard: float = Field(default=0.3, ge=0, le=1)
     thresholds: tuple[ThresholdRule, ...] = DEFAULT_THRESHOLDS
-    send_new_groups: SendNewGroups = SendNewGroups.ALWAYS
+    send_new_groups: SendNewGroups = SendNewGroups.ON_TRIGGER
     trigger_on_recovery: bool = True
     refresh_s: RefreshIntervals = RefreshIntervals()
     min_group_interval_s: float = Field(default=1.0, ge=0)

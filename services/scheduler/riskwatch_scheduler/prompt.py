@@ -36,7 +36,18 @@ Reply with only this JSON object, no prose and no code fence:
  "description": "one or two sentences on what you see",
  "confidence": a number from 0 to 1,
  "involved_track_ids": [track ids from member_track_ids that take part in the risk]}}
-Use risk_level "none" and empty lists when nothing is risky. Distances are in metres.\
+Use risk_level "none" and empty lists when nothing is risky.
+
+The group features JSON below describes the group. Distances (min_ped_vehicle_distance, min_spacing) are in box
+sizes (the square root of a member's box area). Motion is measured from the tracks over the last second or so:
+"members" lists each member with its track_id, category and whether its motion is "estimated" yet; speed_box_s is
+its speed in box sizes per second and heading_deg its compass heading in the image (0 = up, 90 = right); speed_m_s
+and ground_heading_deg are the same on the ground, when the camera is calibrated (else null). "conflict" is the
+group's most dangerous pair (track_a, track_b, their categories; kind head_on, rear_end, crossing or stationary;
+ttc_s: seconds until they collide if both keep their velocity; pet_s: seconds between the first and the second
+passing the point where their paths cross; drac_m_s2: the deceleration needed to avoid the crash), or null. A
+short TTC or PET means a near miss (risk type near_miss) even if the image looks calm. The crop may show each
+member's recent path drawn as a line, ending where the member is now.\
 """
 
 REPAIR_INSTRUCTION = (

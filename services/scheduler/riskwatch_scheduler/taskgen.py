@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 # Skip reasons besides those of policy/fairshare.py (budget, min_interval, camera_interval).
 TOO_SMALL = "too_small"
 NO_CHANGE = "no_change"
-# send_new_groups on_trigger: a trigger held (new, membership, refresh) but the group shows no danger measure.
+# send_new_groups on_trigger: nothing triggered and the group shows no danger measure.
 CALM = "calm"
 EXPIRED = "expired"
 # Decision reason of an expiry for a frame already older than max_task_age_s when it arrived (a backlog).

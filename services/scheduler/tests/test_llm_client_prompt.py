@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskwatch.domain import RiskLevel
+from riskwatch.domain import PromptFeatures, RiskLevel
 from riskwatch.domain.features import FEATURES_MARKER
+from riskwatch.v1 import events_pb2
 from riskwatch_llmsim.protocol import parse_completion_request
 from riskwatch_scheduler.config import PromptsConfig
 from riskwatch_scheduler.prompt import (
@@ -41,6 +42,8 @@ FEATURES: dict[str, object] = {
     "min_pet_s": None,
     "max_drac_m_s2": None,
     "max_speed_box_s": None,
+    "members": [],
+    "conflict": None,
 }
 VALID = {
     "risk_level": "high",
@@ -100,6 +103,60 @@ def test_the_simulator_accepts_the_request_and_the_repaired_request() -> None:
     assert user["content"][1] is messages[1]["content"][1]  # type: ignore[index]  # the image is reused
     body = json.dumps({"model": "m", "messages": repaired}).encode()
     assert parse_completion_request(body).features.group_id == "g-3"
+
+
+def test_the_request_gives_the_measured_motion_and_the_conflict_and_the_simulator_reads_them_back() -> None:
+    def member(track: int, category: int, speed_m_s: float | None, **motion: Any) -> events_pb2.Detection:
+        detection = events_pb2.Detection(track_id=track, category=category)  # type: ignore[arg-type]
+        detection.kinematics.CopyFrom(events_pb2.Kinematics(**motion))
+        if speed_m_s is not None:
+            detection.kinematics.speed_m_s = speed_m_s
+            detection.kinematics.ground_heading_deg = 270.0
+        return detection
+
+    task = events_pb2.AssessmentTask(
+        camera_id="cam-7",
+        group_id="g-3",
+        member_track_ids=[3, 7, 9],
+        features=events_pb2.GroupFeatures(pedestrians=2, vehicles=1, min_ttc_s=0.75, max_speed_box_s=2.5),
+        members=[
+            member(3, events_pb2.CATEGORY_PEDESTRIAN, 1.5, estimated=True, speed_box_s=1.25, heading_deg=90.0),
+            member(7, events_pb2.CATEGORY_VEHICLE, 8.5, estimated=True, speed_box_s=2.5, heading_deg=270.0),
+            member(9, events_pb2.CATEGORY_PEDESTRIAN, None, estimated=False, samples=2),
+        ],
+        conflict=events_pb2.Conflict(
+            track_a=3,
+            track_b=7,
+            category_a=events_pb2.CATEGORY_PEDESTRIAN,
+            category_b=events_pb2.CATEGORY_VEHICLE,
+            kind=events_pb2.CONFLICT_KIND_HEAD_ON,
+            calibrated=True,
+            ttc_s=0.75,
+            drac_m_s2=6.5,
+            distance=7.5,
+            closing_speed=10.0,
+        ),
+    )
+    features = PromptFeatures.from_task(task).to_dict()
+    messages = build_messages(DEFAULT_PROMPT, features, JPEG)
+    text = messages[1]["content"][0]["text"]  # type: ignore[index]
+    assert "recent path drawn as a line" in text and "ttc_s: seconds until they collide" in text
+    motion = text.split(FEATURES_MARKER)[1]
+    for fact in (
+        '{"track_id":3,"category":"pedestrian","estimated":true,"speed_box_s":1.25,"heading_deg":90.0,'
+        '"speed_m_s":1.5,"ground_heading_deg":270.0}',
+        '{"track_id":9,"category":"pedestrian","estimated":false,"speed_box_s":null,"heading_deg":null,'
+        '"speed_m_s":null,"ground_heading_deg":null}',  # too little history: said, not guessed
+        '"conflict":{"track_a":3,"track_b":7,"category_a":"pedestrian","category_b":"vehicle","kind":"head_on",'
+        '"calibrated":true,"ttc_s":0.75,"pet_s":null,"drac_m_s2":6.5,"distance":7.5,"closing_speed":10.0}',
+    ):
+        assert fact in motion
+    parsed = parse_completion_request(json.dumps({"model": "m", "messages": messages}).encode()).features
+    assert (
+        parsed.conflict is not None
+        and parsed.conflict.describe() == "pedestrian 3 and vehicle 7 head-on, TTC 0.8 s, DRAC 6.5 m/s²"
+    )
+    assert [(m.track_id, m.speed_m_s) for m in parsed.members] == [(3, 1.5), (7, 8.5), (9, None)]
 
 
 def test_parse_reply_accepts_bare_json_and_a_json_fence() -> None:

@@ -15,28 +15,14 @@ from pydantic import SecretStr
 
 from riskwatch.domain import RiskLevel
 from riskwatch_llmsim import KeyPolicy, RunningSimulator, SimulatorConfig, start_simulator
+from riskwatch_llmsim.testing import sample_features
 from riskwatch_scheduler.keypool import KeyPool, KeyState
 from riskwatch_scheduler.keys_config import ApiKeysConfig
 from riskwatch_scheduler.llm_client import Assessment, LlmClient
 
 KEY_IDS = [f"key-{i:03d}" for i in range(1, 4)]
 TOKENS = {key_id: f"sk-sim-{key_id}-7d1e0c" for key_id in KEY_IDS}
-FEATURES: dict[str, object] = {
-    "camera_id": "cam-1",
-    "group_id": "g-1",
-    "member_track_ids": [1, 2],
-    "vehicles": 1,
-    "pedestrians": 1,
-    "two_wheelers": 0,
-    "others": 0,
-    "min_ped_vehicle_distance": 0.8,
-    "density": 0.4,
-    "min_spacing": 1.2,
-    "min_ttc_s": None,
-    "min_pet_s": None,
-    "max_drac_m_s2": None,
-    "max_speed_box_s": None,
-}
+FEATURES = sample_features(vehicles=1, pedestrians=1, min_ped_vehicle_distance=0.8)
 # the simulator checks the JPEG magic only
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000
 

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def generator(clock: ManualClock, **taskgen: Any) -> TaskGenerator:
-    # Defaults that isolate each rule: no budget limit, no intervals unless a test sets them.
-    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, **taskgen}
+    # Defaults that isolate each rule: no budget limit, no intervals unless a test sets them, every group sent.
+    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, "send_new_groups": "always", **taskgen}
     return TaskGenerator(SchedulerSettings(taskgen=TaskGeneratorConfig.model_validate(values)), clock=clock.now)
 
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY
 
 from riskwatch import events
-from riskwatch.bus import Outgoing, Record
+from riskwatch.bus import InMemoryBus, Outgoing, Record
+from riskwatch.cache import InMemoryCache
 from riskwatch.clock import ManualClock
 from riskwatch.domain import RiskLevel
 from riskwatch.v1 import events_pb2
+from riskwatch_scheduler.app import TaskGeneratorApp
 from riskwatch_scheduler.config import SchedulerSettings, TaskGeneratorConfig
+from riskwatch_scheduler.policy.settings import SendNewGroups
 from riskwatch_scheduler.taskgen import TaskGenerator
 from services.scheduler.tests.test_taskgen import T0, event, generator, group, reasons, sent, step, verdict
 
@@ -83,7 +87,7 @@ class Published:
 
 
 def publishing_generator(clock: ManualClock, published: Published, **taskgen: Any) -> TaskGenerator:
-    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, **taskgen}
+    values: dict[str, Any] = {"llm_budget_per_s": 0, "min_group_interval_s": 0, "send_new_groups": "always", **taskgen}
     settings = SchedulerSettings(taskgen=TaskGeneratorConfig.model_validate(values))
     return TaskGenerator(settings, clock=clock.now, publish=published)
 
@@ -279,3 +283,40 @@ async def test_the_generators_own_measured_record_is_not_taken_for_a_verdict() -
     (task,) = [events_pb2.AssessmentTask.FromString(o.value) for o in out if o.topic == TOPICS.assessment_tasks.name]
     verdict(gen, task, events_pb2.RISK_LEVEL_LOW)
     assert gen.last_verdict("cam-1", "g1") is RiskLevel.LOW
+
+
+async def test_through_the_stage_the_provisional_is_on_the_results_topic_while_its_record_waits_unacknowledged() -> (
+    None
+):
+    settings = SchedulerSettings(
+        taskgen=TaskGeneratorConfig(
+            llm_budget_per_s=0.2,
+            budget_burst=1,
+            min_group_interval_s=0,
+            max_task_age_s=10,
+            send_new_groups=SendNewGroups.ALWAYS,
+        ),
+        shutdown_grace_s=0.1,  # the waiting record is handed back at stop, not waited for
+    )
+    bus = InMemoryBus(partitions=1)
+    app = TaskGeneratorApp(settings, bus, InMemoryCache())
+    await app.start()
+    try:
+        now = time.time()
+        await bus.publish(
+            TOPICS.detection_results.name, "cam-1", event(0, [group("other", [50])], at=now).SerializeToString()
+        )
+        near_miss = event(1, [conflict_group(ttc=0.5)], at=now + 0.01)
+        await bus.publish(TOPICS.detection_results.name, "cam-1", near_miss.SerializeToString())
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if bus.records(TOPICS.risk_assessment_results.name):
+                break
+        (record,) = bus.records(TOPICS.risk_assessment_results.name)
+        assert events_pb2.AssessmentResult.FromString(record.value).measured.risk_level == events_pb2.RISK_LEVEL_HIGH
+        # the budget (one task per 5 s) still holds the group's task, so the event is not acknowledged yet
+        tasks = [events_pb2.AssessmentTask.FromString(r.value) for r in bus.records(TOPICS.assessment_tasks.name)]
+        assert [t.group_id for t in tasks] == ["other"]
+        assert app.stage.in_flight == 1
+    finally:
+        await app.stop()

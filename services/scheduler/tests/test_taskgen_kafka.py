@@ -71,7 +71,8 @@ async def test_results_on_the_second_topic_set_the_refresh_interval_and_garbage_
                     "task_decisions": {"name": decided},
                 },
             },
-            "taskgen": {"refresh_s": {"high": 3, "unassessed": 30}},
+            # a calm group, sent as new and refreshed as its verdict says
+            "taskgen": {"refresh_s": {"high": 3, "unassessed": 30}, "send_new_groups": "always"},
         }
     )
     clock = ManualClock(T0)
