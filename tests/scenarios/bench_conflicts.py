@@ -139,7 +139,11 @@ def online(fps: float, seed: int, args: argparse.Namespace, camera: Camera) -> d
         # Episodes with a provisional alert at the WebSocket client for a frame within 1 s of onset.
         "provisional_episode_recall": metrics["episode_recall"],
         "episodes": metrics["episodes"],
+        "missed_episodes": metrics["missed_episodes"],
         "alerts": len(result.alerts),
+        # Frames answered with an event (the others were refused or superseded under load).
+        "frames_sent": sum(len(run.rendering.frames) for run in runs),
+        "frames_answered": len(result.seen),
     }
 
 
