@@ -8,7 +8,8 @@ The system names road users by track id; the scripted backend knows which user e
   conflict of the pair that passes the task generator's conflict trigger.
 - An alarm: a pair's flags with less than ALARM_GAP_S between them, merged.
 - An episode is detected when a flag of its pair falls in [onset - LEAD_S, onset + 1 s]: "within 1 s of onset",
-  where an earlier warning (a TTC bound above 1.5 s predicts the episode) also counts.
+  where an earlier warning also counts: the detector predicts TTC and PET up to `conflicts.horizon_s` (5 s)
+  ahead, so a PET of 0.25 s predicted 3 s before the TTC episode begins is a warning of it, not a false alarm.
 - Precision: alarms that overlap [onset - LEAD_S, end + 1 s] of a true episode of their pair, or name a pair
   whose paths truly cross less than NEAR_MISS_PET_S apart (a near-miss by PET is a danger, not a false alarm),
   over all alarms.
@@ -29,7 +30,7 @@ from tests.scenarios import truth
 from tests.scenarios.world import Kind, Rendering
 
 DETECT_WITHIN_S = 1.0
-LEAD_S = 3.0
+LEAD_S = 5.0  # the detector's default conflicts.horizon_s
 ALARM_GAP_S = 1.0
 NEAR_MISS_PET_S = 1.0
 TTC_SCORED_BELOW_S = 3.0
