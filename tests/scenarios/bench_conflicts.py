@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -29,7 +28,6 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -375,9 +373,7 @@ def main() -> None:
         by_fps[str(fps)] = offline(fps, seeds, args, camera)
         if not args.no_live:
             print(f"{fps} FPS: live through embedded mode")
-            # Its own process: one process holds one embedded system (the stages register their metrics).
-            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                by_fps[str(fps)]["live"] = pool.submit(online, fps, seeds[0], args, camera).result()
+            by_fps[str(fps)]["live"] = online(fps, seeds[0], args, camera)
             by_fps[str(fps)]["provisional_alert_p95_s"] = by_fps[str(fps)]["live"]["provisional_alert_p95_s"]
     detector = load_settings(DetectorSettings, args.config_dir).detector
     report: dict[str, Any] = {

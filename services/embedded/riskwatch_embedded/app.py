@@ -89,6 +89,9 @@ class EmbeddedSystem:
         await self._close_shared()
 
     async def _close_shared(self) -> None:
+        # The LLM client built here owns its key pool (its close leaves the pool alone, as a pool may be shared):
+        # closing it unregisters the pool's metrics, so another system can start in this process.
+        self.scheduler.llm.pool.close()
         if self.simulator is not None:
             await self.simulator.stop()
         await self.bus.close()
