@@ -114,6 +114,19 @@ def test_touching_is_ttc_zero_and_beyond_horizon_is_none() -> None:
     assert math.isnan(far.ttc_s[0])
 
 
+def test_touching_without_closing_in_is_no_collision() -> None:
+    # Two people walking side by side (same velocity), shoulders touching: no collision course, so no TTC.
+    side_by_side, _ = _one(((0, 0), (1.4, 0), 0.3), ((0, 0.5), (1.4, 0), 0.3))
+    assert side_by_side.distance[0] == 0.0
+    assert math.isnan(side_by_side.ttc_s[0])
+    # Touching and drifting apart slowly (below the stationary speed of 0.2): still none.
+    drifting, _ = _one(((0, 0), (1.4, 0), 0.3), ((0, 0.5), (1.4, 0.1), 0.3))
+    assert math.isnan(drifting.ttc_s[0])
+    # Touching and still closing in faster than that: TTC 0.
+    closing, _ = _one(((0, 0), (1.4, 0), 0.3), ((0, 0.5), (1.4, -0.5), 0.3))
+    assert closing.ttc_s[0] == 0.0
+
+
 def test_many_pairs_at_once_match_one_by_one() -> None:
     rng = np.random.default_rng(7)
     pa, pb = rng.uniform(-20, 20, (200, 2)), rng.uniform(-20, 20, (200, 2))

@@ -100,8 +100,9 @@ def measure_pairs(
 ) -> PairMeasures:
     """TTC, predicted PET, DRAC, gap, closing speed and kind of the P pairs (a[i], b[i]).
 
-    - TTC: smallest t >= 0 with |Δp + Δv·t| = rA + rB (constant velocities); 0 when the discs already touch; NaN
-      when they never touch (diverging, parallel, passing wide) or only after `horizon_s`.
+    - TTC: smallest t >= 0 with |Δp + Δv·t| = rA + rB (constant velocities); 0 when the discs already touch and
+      still close in at `stationary_speed` or faster; NaN when they never touch (diverging, parallel, passing wide),
+      only after `horizon_s`, or touch without closing in (walking side by side).
     - PET: |tA − tB|, the times at which the two centres reach the crossing point of their straight paths; NaN
       for parallel paths, a user slower than `stationary_speed`, a crossing behind a user (more than `pet_past_s`
       seconds ago) or the second arrival after `horizon_s`.
@@ -133,8 +134,11 @@ def measure_pairs(
         c = centre_gap * centre_gap - radius * radius
         discriminant = dot * dot - relative_speed_sq * c  # (b/2)² − a c
         entry = (-dot - np.sqrt(discriminant)) / relative_speed_sq
-        ttc = np.where(c <= 0, 0.0, np.where((dot < 0) & (entry <= horizon_s), entry, np.nan))
         closing = np.where(centre_gap > 0, -dot / centre_gap, 0.0)
+        # Touching discs collide only while they still close in: two people walking side by side, or a pedestrian
+        # beside a parked car, touch without a collision course.
+        touching = np.where(closing >= still, 0.0, np.nan)
+        ttc = np.where(c <= 0, touching, np.where((dot < 0) & (entry <= horizon_s), entry, np.nan))
         drac = np.sqrt(relative_speed_sq) / (2 * ttc)
         drac[~(ttc > 0)] = np.nan
         # pa + va·tA = pb + vb·tB: cross both sides with vb (for tA) and with va (for tB).
