@@ -99,12 +99,12 @@ def test_each_conflict_measure_crossing_its_bound_sends_the_group_named_by_that_
     clock = ManualClock(T0)
     gen = generator(clock)
     step(gen, clock, event(0, [conflict_group()]))  # new, nothing measured
-    assert reasons(step(gen, clock, event(1, [conflict_group(ttc=2.5)]))) == ["ttc"]
-    assert reasons(step(gen, clock, event(2, [conflict_group(ttc=2.5, pet=1.2)]))) == ["pet"]
-    assert reasons(step(gen, clock, event(3, [conflict_group(ttc=2.5, pet=1.2, drac=4.0)]))) == ["drac"]
+    assert reasons(step(gen, clock, event(1, [conflict_group(ttc=1.5)]))) == ["ttc"]
+    assert reasons(step(gen, clock, event(2, [conflict_group(ttc=1.5, pet=0.8)]))) == ["pet"]
+    assert reasons(step(gen, clock, event(3, [conflict_group(ttc=1.5, pet=0.8, drac=4.0)]))) == ["drac"]
     # nothing new crossed: the same measures again send nothing
-    assert step(gen, clock, event(4, [conflict_group(ttc=2.4, pet=1.1, drac=4.2)])) == []
-    assert reasons(step(gen, clock, event(5, [conflict_group(ttc=0.8, pet=1.1, drac=4.2)]))) == ["ttc"]
+    assert step(gen, clock, event(4, [conflict_group(ttc=1.4, pet=0.7, drac=4.2)])) == []
+    assert reasons(step(gen, clock, event(5, [conflict_group(ttc=0.8, pet=0.7, drac=4.2)]))) == ["ttc"]
 
 
 def test_ttc_jitter_around_a_bound_sends_at_most_once_per_min_group_interval() -> None:
@@ -156,11 +156,14 @@ def test_on_trigger_sends_a_group_only_when_danger_appears_and_not_while_it_stay
     (task,) = step(gen, clock, event(2, [conflict_group("g1", ttc=1.5)], at=T0 + 6))
     assert task.reason == "ttc"  # first sent when the danger appears, named by it
     verdict(gen, task, events_pb2.RISK_LEVEL_MEDIUM)
-    (back,) = step(gen, clock, event(3, [conflict_group("g1")], at=T0 + 7))
-    assert back.reason == "recovery"  # the LLM sees the danger end
+    # The pair passed: no call of its own for that (the conflict rules have no recovery) ...
+    assert step(gen, clock, event(3, [conflict_group("g1")], at=T0 + 7)) == []
+    # ... the medium verdict's refresh (6 s) lets the LLM see the danger end.
+    (back,) = step(gen, clock, event(4, [conflict_group("g1")], at=T0 + 12.5))
+    assert back.reason == "refresh"
     verdict(gen, back, events_pb2.RISK_LEVEL_NONE)
     # calm, and the LLM found it calm: never refreshed
-    assert step(gen, clock, event(4, [conflict_group("g1")], at=T0 + 20)) == []
+    assert step(gen, clock, event(5, [conflict_group("g1")], at=T0 + 30)) == []
 
 
 def test_on_trigger_still_refreshes_a_calm_group_the_llm_found_risky() -> None:
@@ -320,3 +323,24 @@ async def test_through_the_stage_the_provisional_is_on_the_results_topic_while_i
         assert app.stage.in_flight == 1
     finally:
         await app.stop()
+
+
+def test_a_rule_without_recovery_does_not_resend_when_its_danger_passes() -> None:
+    """A near-miss ends by the pair passing: the verdict's refresh sees that, so the conflict rules need no call of
+    their own for it, while a rule with recovery on still sends."""
+    clock = ManualClock(T0)
+    rules = [
+        {"feature": "min_ttc_s", "direction": "below", "bounds": [2.0], "reason": "ttc", "recovery": False},
+        {"feature": "min_ped_vehicle_distance", "direction": "below", "bounds": [0.5], "reason": "distance"},
+    ]
+    gen = generator(clock, thresholds=rules)
+    step(gen, clock, event(0, [conflict_group()]))
+    assert reasons(step(gen, clock, event(1, [conflict_group(ttc=1.2)]))) == ["ttc"]
+    assert step(gen, clock, event(2, [conflict_group()])) == []  # the pair passed: TTC unset again
+
+    close = conflict_group("g2", members=(4, 8))
+    step(gen, clock, event(3, [close]))
+    close.features.min_ped_vehicle_distance = 0.3
+    assert reasons(step(gen, clock, event(4, [close]))) == ["distance"]
+    close.features.min_ped_vehicle_distance = 2.0
+    assert reasons(step(gen, clock, event(5, [close]))) == ["recovery"]

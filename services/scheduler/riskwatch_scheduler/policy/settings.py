@@ -23,6 +23,8 @@ class ThresholdRule(FrozenModel):
     reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     # Relative dead band: a value must pass a bound by this fraction of it to count as back across it.
     margin: float = Field(default=0.0, ge=0, lt=1)
+    # Whether falling back across a bound sends the group again (`trigger_on_recovery` must be on too).
+    recovery: bool = True
 
     @field_validator("feature")
     @classmethod
@@ -177,9 +179,9 @@ class SendNewGroups(StrEnum):
 
 DEFAULT_THRESHOLDS = (
     # Conflicts first: the first rule crossed names the task's reason.
-    ThresholdRule(feature="min_ttc_s", direction="below", bounds=(1.0, 2.0, 3.0), reason="ttc"),
-    ThresholdRule(feature="min_pet_s", direction="below", bounds=(0.5, 1.5), reason="pet"),
-    ThresholdRule(feature="max_drac_m_s2", direction="above", bounds=(3.4,), reason="drac"),
+    ThresholdRule(feature="min_ttc_s", direction="below", bounds=(1.0, 2.0), reason="ttc", recovery=False),
+    ThresholdRule(feature="min_pet_s", direction="below", bounds=(0.5, 1.0), reason="pet", recovery=False),
+    ThresholdRule(feature="max_drac_m_s2", direction="above", bounds=(3.4,), reason="drac", recovery=False),
     ThresholdRule(feature="min_ped_vehicle_distance", direction="below", bounds=(0.5, 1.5), reason="distance"),
     ThresholdRule(feature="density", direction="above", bounds=(1.0, 2.0), reason="density"),
     ThresholdRule(feature="pedestrians", direction="above", bounds=(3, 6), reason="crowd"),

@@ -147,7 +147,8 @@ def trigger(
     quiet = danger_only and now.calm
     if jaccard(now.members, sent.members) < min_jaccard and not quiet:
         return MEMBERSHIP
-    if on_recovery and (sent.zones - now.zones or any(a < b for a, b in zip(now.bands, sent.bands, strict=True))):
+    recovered = any(r.recovery and a < b for r, a, b in zip(rules, now.bands, sent.bands, strict=True))
+    if on_recovery and (sent.zones - now.zones or recovered):
         return RECOVERY
     if clock - memory.last_sent >= refresh_after and (not quiet or verdict_level > RiskLevel.NONE):
         return REFRESH
