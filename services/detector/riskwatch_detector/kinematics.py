@@ -91,13 +91,17 @@ class Motion:
 
     def to_proto(self, index: int) -> events_pb2.Kinematics:
         """Track `index`'s Kinematics message: only samples and history_s while it is not estimated."""
-        message = events_pb2.Kinematics(
-            estimated=bool(self.estimated[index]),
-            samples=int(self.samples[index]),
-            history_s=float(self.history_s[index]),
-        )
+        message = events_pb2.Kinematics()
+        self.write(index, message)
+        return message
+
+    def write(self, index: int, message: events_pb2.Kinematics) -> None:
+        """Fill an empty Kinematics `message` in place (e.g. a Detection's) with track `index`'s motion."""
+        message.estimated = bool(self.estimated[index])
+        message.samples = int(self.samples[index])
+        message.history_s = float(self.history_s[index])
         if not message.estimated:
-            return message
+            return
         _set(message.ground_point_px, self.position_px[index])
         _set(message.velocity_px_s, self.velocity_px_s[index])
         _set(message.acceleration_px_s2, self.acceleration_px_s2[index])
@@ -110,7 +114,6 @@ class Motion:
             _set(message.acceleration_m_s2, self.acceleration_m_s2[index])
             message.speed_m_s = float(self.speed_m_s[index])
             message.ground_heading_deg = float(self.ground_heading_deg[index])
-        return message
 
 
 def _set(vector: events_pb2.Vector2, value: FloatArray) -> None:

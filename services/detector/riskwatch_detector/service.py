@@ -268,7 +268,7 @@ class Detector:
                 box=events_pb2.BoundingBox(x1=x1, y1=y1, x2=x2, y2=y2),
             )
             if i in motion_index:
-                detection.kinematics.CopyFrom(motion.to_proto(motion_index[i]))
+                motion.write(motion_index[i], detection.kinematics)  # in place: no message built to be copied
             event.detections.append(detection)
 
         clusters = cluster(raw.boxes[tracked], tracked_categories, config.grouping, self._links(pairs))
